@@ -1,0 +1,300 @@
+"""``lienthong-client``: an agency system's command line for the gateway.
+
+Exit codes: 0 success, 1 the gateway refused (a fault; its code is printed), 2 wrong usage,
+3 the gateway could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
+from lienthong_client.sync import store_packet, sync
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.replace("/", "-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _read_secret(path: str) -> str:
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SystemExit(f"lienthong-client: cannot read the secret file: {exc}") from None
+    if not secret:
+        raise SystemExit(f"lienthong-client: the secret file {path} is empty")
+    return secret
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lienthong-client",
+        description="Send, receive and acknowledge edXML packets through a lienthong gateway.",
+        epilog="Environment: LIENTHONG_ENDPOINT, LIENTHONG_SYSTEM, LIENTHONG_SECRET_FILE stand in for the "
+        "options of the same name.",
+    )
+    p.add_argument(
+        "--endpoint",
+        default=os.environ.get("LIENTHONG_ENDPOINT"),
+        help="gateway URL, e.g. http://127.0.0.1:8080/",
+    )
+    p.add_argument(
+        "--system", default=os.environ.get("LIENTHONG_SYSTEM"), help="this system's id at the gateway"
+    )
+    p.add_argument(
+        "--secret-file",
+        default=os.environ.get("LIENTHONG_SECRET_FILE"),
+        help="file holding this system's secret",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP call (default 60)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("send", help="send edXML packet files (documents or statuses)")
+    s.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    s = sub.add_parser("inbox", help="list pending packets (documents by default)")
+    s.add_argument("--status", action="store_true", help="list status packets instead of documents")
+    s.add_argument("--from-date", type=_date)
+    s.add_argument("--to-date", type=_date)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("fetch", help="download one packet as DIR/yyyy/m/DOCID.edxml")
+    s.add_argument("doc_id", metavar="DOCID")
+    s.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
+
+    s = sub.add_parser("ack", help="acknowledge a received packet: done (default), processing or fail")
+    s.add_argument("doc_id", metavar="DOCID")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--fail", metavar="REASON", help="report the packet as failed, with the reason")
+    g.add_argument("--processing", action="store_true", help="report that it is being processed")
+
+    s = sub.add_parser("sent", help="sent packets with per-recipient state")
+    s.add_argument("--doc-id")
+    s.add_argument("--status", action="store_true", help="list sent status packets instead of documents")
+    s.add_argument("--all", action="store_true", help="documents and statuses")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("agencies", help="the directory of agencies")
+    s.add_argument("filter", nargs="?", help="part of a code or name")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("sync", help="the receive loop: fetch, store and acknowledge everything pending")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    s.add_argument("--only", choices=["edoc", "status"], help="only documents or only statuses")
+    return p
+
+
+def _client(args: argparse.Namespace) -> LienthongClient:
+    missing = [name for name in ("endpoint", "system", "secret_file") if not getattr(args, name)]
+    if missing:
+        raise SystemExit(
+            "lienthong-client: missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
+        )
+    return LienthongClient(args.endpoint, args.system, _read_secret(args.secret_file), timeout=args.timeout)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    out.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.command == "send":
+        results = []
+        for path in args.files:
+            result = client.send(path.read_bytes())
+            results.append(
+                {
+                    "file": str(path),
+                    "docId": result.docId,
+                    "messageType": result.messageType,
+                    "recipients": result.recipients,
+                    "duplicate": result.duplicate,
+                }
+            )
+        if args.json:
+            print(json.dumps(results, ensure_ascii=False, indent=2))
+        else:
+            for r in results:
+                again = " (already sent: same docId)" if r["duplicate"] else ""
+                out.print(
+                    f"{r['file']}: {r['messageType']} {r['docId']} → {', '.join(r['recipients'])}{again}"
+                )
+        return 0
+    if args.command == "inbox":
+        items = client.inbox("status" if args.status else "edoc", args.from_date, args.to_date)
+        rows = [
+            {
+                "docId": i.docId,
+                "messageType": i.messageType,
+                "to": i.to,
+                "from": getattr(i, "from"),
+                "documentId": i.documentId,
+                "subject": i.subject,
+                "statusCode": i.statusCode,
+                "createdAt": _iso(i.createdAt),
+                "transportState": i.transportState,
+            }
+            for i in items
+        ]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            _table(
+                f"{len(rows)} pending",
+                ["docId", "from", "to", "subject / status", "accepted", "state"],
+                [
+                    [
+                        r["docId"],
+                        r["from"],
+                        r["to"],
+                        r["subject"] or r["statusCode"],
+                        r["createdAt"],
+                        r["transportState"],
+                    ]
+                    for r in rows
+                ],
+            )
+        return 0
+    if args.command == "fetch":
+        packet = client.fetch(args.doc_id)
+        path = store_packet(args.output, packet, None)
+        out.print(f"{packet.doc_id}: {len(packet.content):,} bytes → {path}")
+        return 0
+    if args.command == "ack":
+        status = "fail" if args.fail else "processing" if args.processing else "done"
+        client.ack(args.doc_id, status, args.fail)
+        out.print(f"{args.doc_id}: {status}")
+        return 0
+    if args.command == "sent":
+        message_type = None if args.all else ("status" if args.status else "edoc")
+        items = client.sent(args.doc_id, message_type)
+        rows = [
+            {
+                "docId": i.docId,
+                "messageType": i.messageType,
+                "documentId": i.documentId,
+                "subject": i.subject,
+                "recipient": i.recipient,
+                "acceptedAt": _iso(i.acceptedAt),
+                "deliveredAt": _iso(i.deliveredAt),
+                "acknowledgedAt": _iso(i.acknowledgedAt),
+                "transportState": i.transportState,
+                "failReason": i.failReason,
+                "businessStatus": i.businessStatus,
+                "businessStatusAt": _iso(i.businessStatusAt),
+            }
+            for i in items
+        ]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            _table(
+                "sent packets",
+                ["docId", "recipient", "state", "delivered", "status", "status at"],
+                [
+                    [
+                        r["docId"],
+                        r["recipient"],
+                        r["transportState"],
+                        r["deliveredAt"],
+                        r["businessStatus"],
+                        r["businessStatusAt"],
+                    ]
+                    for r in rows
+                ],
+            )
+        return 0
+    if args.command == "agencies":
+        items = client.agencies(args.filter)
+        rows = [
+            {
+                "code": a.code,
+                "name": a.name,
+                "parentCode": a.parentCode,
+                "email": a.email,
+                "oldCode": a.oldCode,
+                "active": a.active,
+            }
+            for a in items
+        ]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            _table(
+                "agencies",
+                ["code", "name", "parent", "email", "old code", "active"],
+                [list(r.values()) for r in rows],
+            )
+        return 0
+    if args.command == "sync":
+        types = (args.only,) if args.only else ("edoc", "status")
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=False
+        ) as progress:
+            task = progress.add_task("sync", total=0)
+
+            def listed(message_type: str, n: int) -> None:
+                progress.update(
+                    task, total=(progress.tasks[0].total or 0) + n, description=f"sync {message_type}"
+                )
+
+            def item(doc_id: str, path: Path | None, problem: str | None) -> None:
+                progress.advance(task)
+                if problem:
+                    progress.console.print(f"[red]{doc_id}: {problem}")
+
+            report = sync(client, args.output, message_types=types, on_listed=listed, on_item=item)
+        for path in report.stored:
+            out.print(f"stored {path}")
+        out.print(f"{len(report.stored)} stored and acknowledged, {len(report.failed)} failed")
+        return 0 if report.ok else 1
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except GatewayFault as exc:
+        err.print(
+            f"[red]refused[/red] {exc.code}: {exc.message}"
+            + (f" [correlation id {exc.correlation_id}]" if exc.correlation_id else ""),
+            highlight=False,
+        )
+        return 1
+    except GatewayUnreachable as exc:
+        err.print(f"[red]unreachable[/red] {exc}", highlight=False)
+        return 3
+    except OSError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

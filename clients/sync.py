@@ -1,0 +1,95 @@
+"""The receive loop every connected system runs: list pending → fetch → store → acknowledge done.
+
+A packet is acknowledged ``done`` only after its bytes are durably on disk (written to a temporary file,
+flushed, fsynced, then renamed), so a crash in between means the packet is fetched again next time, never
+lost. Packets are stored as ``DIR/yyyy/m/DOCID.edxml`` (the month without a leading zero, as the national
+SDK does), by the time the gateway accepted them, in Vietnam time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from lienthong_client.client import FetchedPacket, GatewayFault, LienthongClient
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+@dataclasses.dataclass
+class SyncReport:
+    stored: list[Path] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def packet_path(out_dir: Path, doc_id: str, accepted_at: dt.datetime | None) -> Path:
+    when = (accepted_at or dt.datetime.now(dt.timezone.utc)).astimezone(VN)
+    return out_dir / f"{when:%Y}" / str(when.month) / f"{doc_id}.edxml"
+
+
+def store_packet(out_dir: Path, packet: FetchedPacket, accepted_at: dt.datetime | None) -> Path:
+    """Write the exact bytes durably; returns the final path."""
+    path = packet_path(out_dir, packet.doc_id, accepted_at)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".edxml.part")
+    with open(tmp, "wb") as fh:
+        fh.write(packet.content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def sync(
+    client: LienthongClient,
+    out_dir: Path,
+    *,
+    message_types: tuple[str, ...] = ("edoc", "status"),
+    on_listed: Callable[[str, int], None] | None = None,
+    on_item: Callable[[str, Path | None, str | None], None] | None = None,
+) -> SyncReport:
+    """Fetch, store and acknowledge every pending packet. Callbacks drive progress output."""
+    report = SyncReport()
+    seen: set[str] = set()
+    for message_type in message_types:
+        while True:
+            items = [i for i in client.inbox(message_type) if i.docId not in seen]
+            if not items:
+                break
+            if on_listed:
+                on_listed(message_type, len(items))
+            for item in items:
+                seen.add(item.docId)
+                try:
+                    fetched = client.fetch(item.docId)
+                    path = store_packet(out_dir, fetched, item.createdAt)
+                except GatewayFault as exc:
+                    report.failed.append((item.docId, str(exc)))
+                    if on_item:
+                        on_item(item.docId, None, str(exc))
+                    continue
+                except OSError as exc:
+                    reason = f"could not store the packet locally: {exc}"
+                    client.ack(item.docId, "fail", reason)
+                    report.failed.append((item.docId, reason))
+                    if on_item:
+                        on_item(item.docId, None, reason)
+                    continue
+                client.ack(item.docId, "done")
+                report.stored.append(path)
+                if on_item:
+                    on_item(item.docId, path, None)
+    return report

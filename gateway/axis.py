@@ -1,0 +1,488 @@
+"""The axis's operations: each is one call, one authentication and one transaction.
+
+The SOAP edge (``gateway.soap``) calls these with what the guard read from the request; the core
+(``gateway.core``) decides, the store (``gateway.store``) remembers. Every refusal is a
+:mod:`gateway.errors` exception raised before anything is committed, so a refused request leaves the
+database as it was.
+
+Identity is one seam: :class:`Authenticator` turns the request's credentials into an
+:class:`~gateway.core.routing.Identity`. Today it checks WS-Security UsernameTokens against the salted
+hashes in ``systems``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from gateway import errors
+from gateway.core import routing
+from gateway.core.credentials import UsernameToken, check_secret
+from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, read_packet
+from gateway.core.routing import Identity
+from gateway.store import repo
+from gateway.store.db import Database
+from gateway.store.models import Agency, Delivery, Packet
+
+log = logging.getLogger("lienthong.axis")
+
+TRANSPORT_STATUSES = ("processing", "done", "fail")
+LIST_LIMIT = 1000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --- results --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SendOutcome:
+    doc_id: str
+    message_type: str
+    recipients: tuple[str, ...]
+    #: True when the same packet had been sent before: the first docId is returned, nothing is added
+    duplicate: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class InboxItem:
+    doc_id: str
+    message_type: str
+    recipient: str
+    sender: str
+    document_id: str | None
+    subject: str | None
+    status_code: str | None
+    created_at: dt.datetime
+    transport_state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchedPacket:
+    doc_id: str
+    message_type: str
+    sha256: str
+    content: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SentItem:
+    doc_id: str
+    message_type: str
+    sender: str
+    document_id: str | None
+    subject: str | None
+    status_code: str | None
+    recipient: str
+    accepted_at: dt.datetime
+    delivered_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    transport_state: str
+    fail_reason: str | None
+    business_status: str | None
+    business_status_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AgencyInfo:
+    code: str
+    name: str
+    parent_code: str | None
+    email: str | None
+    old_code: str | None
+    active: bool
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+
+class Authenticator(Protocol):
+    def authenticate(self, session: Session, credentials: object | None) -> Identity: ...
+
+
+class SecretAuthenticator:
+    """UsernameToken (PasswordText) checked against the system's salted hash."""
+
+    def authenticate(self, session: Session, credentials: object | None) -> Identity:
+        if credentials is None:
+            raise errors.MissingCredentials(
+                "the request carries no credentials; send a WS-Security UsernameToken with your system id "
+                "and secret in the SOAP header"
+            )
+        if not isinstance(credentials, UsernameToken):
+            raise errors.InvalidCredentials("unsupported credentials for this gateway")
+        system = repo.get_system(session, credentials.username)
+        if system is None or not system.active or not check_secret(credentials.password, system.secret_hash):
+            raise errors.InvalidCredentials(
+                "the system id or secret is wrong, or the system is disabled; check the credentials your "
+                "operator issued"
+            )
+        return Identity(
+            system_id=system.id,
+            agencies=frozenset(link.agency_code for link in system.agencies),
+            is_admin=system.is_admin,
+        )
+
+
+# --- the operations -------------------------------------------------------------------------------------
+
+
+def _agency_info(a: Agency) -> AgencyInfo:
+    return AgencyInfo(a.code, a.name, a.parent_code, a.email, a.old_code, a.active)
+
+
+class Axis:
+    """The gateway's operations over one database."""
+
+    def __init__(
+        self,
+        db: Database,
+        schemas: SchemaSet,
+        *,
+        max_packet_bytes: int,
+        timezone: str = "Asia/Ho_Chi_Minh",
+        authenticator: Authenticator | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.schemas = schemas
+        self.limits = Limits(max_packet_bytes=max_packet_bytes)
+        self.tz = ZoneInfo(timezone)
+        self.authenticator = authenticator or SecretAuthenticator()
+        self.clock = clock
+
+    # identity
+
+    def authenticate(self, credentials: object | None) -> Identity:
+        with self.db.unit_of_work() as session:
+            return self.authenticator.authenticate(session, credentials)
+
+    # sendEdoc
+
+    def send_edoc(self, credentials: object | None, data: bytes) -> SendOutcome:
+        identity = self.authenticate(credentials)
+        packet = read_packet(data, self.schemas, self.limits)  # no database work before the packet is good
+        routing.check_sender(packet, identity)
+
+        def operation(session: Session) -> SendOutcome:
+            earlier = repo.packet_by_sender_digest(session, packet.from_organ, packet.sha256)
+            if earlier is not None:
+                return SendOutcome(
+                    earlier.doc_id,
+                    earlier.message_type,
+                    tuple(repo.recipients_of(session, earlier.id)),
+                    duplicate=True,
+                )
+            answered: Delivery | None = None
+            if packet.is_status:
+                rf = packet.response_for[0]
+                answered = repo.delivery_of_document(
+                    session, sender=rf.organ_id, document_id=rf.document_id, recipient=packet.from_organ
+                )
+                route = routing.route_status(packet, identity, answered.packet_id if answered else None)
+            else:
+                route = routing.route_document(
+                    packet, identity, repo.agency_states(session, packet.to_organs)
+                )
+                self._check_document_id(session, packet)
+            now = self.clock()
+            row = Packet(
+                doc_id=str(uuid.uuid4()),
+                message_type=packet.kind,
+                sender_code=packet.from_organ,
+                sender_system=identity.system_id,
+                document_id=packet.document_id
+                if not packet.is_status
+                else packet.response_for[0].document_id,
+                business_doc_type=packet.business.doc_type,
+                subject=packet.subject,
+                code=packet.code,
+                status_code=packet.status_code,
+                description=packet.description,
+                answers_packet_id=route.answers_packet,
+                sha256=packet.sha256,
+                size=packet.size,
+                content=bytes(data),
+                created_at=now,
+            )
+            session.add(row)
+            session.flush()
+            for recipient in route.recipients:
+                session.add(
+                    Delivery(
+                        packet_id=row.id,
+                        recipient_code=recipient,
+                        message_type=packet.kind,
+                        state="pending",
+                        created_at=now,
+                    )
+                )
+            if answered is not None:
+                answered.business_status = packet.status_code
+                answered.business_status_at = now
+            session.commit()
+            return SendOutcome(row.doc_id, row.message_type, route.recipients)
+
+        outcome = self.db.run(operation, write=True)
+        log.info(
+            "accepted %s %s from %s (system %s) for %s%s",
+            outcome.message_type,
+            outcome.doc_id,
+            packet.from_organ,
+            identity.system_id,
+            ",".join(outcome.recipients),
+            " (resent: same docId)" if outcome.duplicate else "",
+        )
+        return outcome
+
+    @staticmethod
+    def _check_document_id(session: Session, packet) -> None:  # type: ignore[no-untyped-def]
+        if packet.business.doc_type not in (0, 1) or not packet.document_id:
+            return  # updates and replaces may reuse a DocumentId
+        for other in repo.documents_with_id(session, packet.from_organ, packet.document_id):
+            if other.sha256 != packet.sha256:
+                raise errors.DuplicateDocumentId(
+                    f"agency {packet.from_organ} already sent a different packet with DocumentId "
+                    f"{packet.document_id!r} (docId {other.doc_id}); a changed document must be sent as an "
+                    f"update or replacement (BussinessDocType 2 or 3) or with a new DocumentId",
+                    doc_id=other.doc_id,
+                )
+
+    # getReceivedEdocList
+
+    def received_list(
+        self,
+        credentials: object | None,
+        message_type: str,
+        from_date: dt.date | None = None,
+        to_date: dt.date | None = None,
+    ) -> list[InboxItem]:
+        message_type = _message_type(message_type)
+        start, end = self._day_range(from_date, to_date)
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            rows = repo.inbox(session, identity.agencies, message_type, start, end, LIST_LIMIT)
+            return [
+                InboxItem(
+                    doc_id=d.packet.doc_id,
+                    message_type=d.message_type,
+                    recipient=d.recipient_code,
+                    sender=d.packet.sender_code,
+                    document_id=d.packet.document_id,
+                    subject=d.packet.subject,
+                    status_code=d.packet.status_code,
+                    created_at=d.created_at,
+                    transport_state=d.state,
+                )
+                for d in rows
+            ]
+
+    # getEdoc
+
+    def get_edoc(self, credentials: object | None, doc_id: str) -> FetchedPacket:
+        def operation(session: Session) -> FetchedPacket:
+            identity = self.authenticator.authenticate(session, credentials)
+            packet, mine = self._addressed(session, identity, doc_id, with_content=True)
+            repo.mark_fetched(session, mine, self.clock())
+            session.commit()
+            return FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
+
+        return self.db.run(operation, write=True, retries=0)
+
+    def _addressed(
+        self, session: Session, identity: Identity, doc_id: str, *, with_content: bool = False
+    ) -> tuple[Packet, Sequence[Delivery]]:
+        doc_id = (doc_id or "").strip()
+        packet = repo.packet_by_doc_id(session, doc_id, with_content=with_content) if doc_id else None
+        if packet is None:
+            raise errors.UnknownDocId(
+                f"no packet has docId {doc_id!r}; use the docId that getReceivedEdocList returned",
+                doc_id=doc_id,
+            )
+        mine = repo.deliveries_for(session, packet.id, identity.agencies)
+        if not mine:
+            raise errors.NotAddressee(
+                f"packet {doc_id} is not addressed to any agency of system {identity.system_id}",
+                doc_id=doc_id,
+            )
+        return packet, mine
+
+    # updateStatus
+
+    def update_status(
+        self, credentials: object | None, doc_id: str, status: str, reason: str | None = None
+    ) -> tuple[str, ...]:
+        status = (status or "").strip().lower()
+        if status not in TRANSPORT_STATUSES:
+            raise errors.InvalidArgument(
+                f"status must be one of {', '.join(TRANSPORT_STATUSES)}, got {status!r}", argument="status"
+            )
+        reason = (reason or "").strip() or None
+
+        def operation(session: Session) -> tuple[str, ...]:
+            identity = self.authenticator.authenticate(session, credentials)
+            _packet, mine = self._addressed(session, identity, doc_id)
+            now = self.clock()
+            for delivery in mine:
+                if delivery.state == "done":
+                    if status == "done":
+                        continue  # acknowledging twice is harmless
+                    raise errors.InvalidArgument(
+                        f"packet {doc_id} was already acknowledged done for {delivery.recipient_code}; "
+                        f"it cannot become {status}",
+                        argument="status",
+                    )
+                delivery.state = status
+                delivery.fetched_at = delivery.fetched_at or now
+                if status in ("done", "fail"):
+                    delivery.acked_at = now
+                    delivery.acked_by = identity.system_id
+                delivery.fail_reason = reason if status == "fail" else None
+            session.commit()
+            return tuple(d.recipient_code for d in mine)
+
+        return self.db.run(operation, write=True, retries=0)
+
+    # getSentEdocList
+
+    def sent_list(
+        self,
+        credentials: object | None,
+        doc_id: str | None = None,
+        message_type: str | None = None,
+        from_date: dt.date | None = None,
+        to_date: dt.date | None = None,
+    ) -> list[SentItem]:
+        if message_type:
+            message_type = _message_type(message_type)
+        start, end = self._day_range(from_date, to_date)
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            rows = repo.sent(
+                session,
+                identity.agencies,
+                doc_id=(doc_id or "").strip() or None,
+                message_type=message_type or None,
+                start=start,
+                end=end,
+                limit=LIST_LIMIT,
+            )
+            return [
+                SentItem(
+                    doc_id=d.packet.doc_id,
+                    message_type=d.message_type,
+                    sender=d.packet.sender_code,
+                    document_id=d.packet.document_id,
+                    subject=d.packet.subject,
+                    status_code=d.packet.status_code,
+                    recipient=d.recipient_code,
+                    accepted_at=d.created_at,
+                    delivered_at=d.fetched_at,
+                    acknowledged_at=d.acked_at,
+                    transport_state=d.state,
+                    fail_reason=d.fail_reason,
+                    business_status=d.business_status,
+                    business_status_at=d.business_status_at,
+                )
+                for d in rows
+            ]
+
+    # the directory
+
+    def agencies(self, credentials: object | None, text_filter: str | None = None) -> list[AgencyInfo]:
+        with self.db.unit_of_work() as session:
+            self.authenticator.authenticate(session, credentials)
+            return [_agency_info(a) for a in repo.list_agencies(session, (text_filter or "").strip() or None)]
+
+    def register_agency(self, credentials: object | None, info: AgencyInfo) -> AgencyInfo:
+        def operation(session: Session) -> AgencyInfo:
+            identity = self.authenticator.authenticate(session, credentials)
+            _require_admin(identity)
+            agency = upsert_agency(session, info, self.clock())
+            session.commit()
+            return _agency_info(agency)
+
+        return self.db.run(operation, write=True)
+
+    def delete_agency(self, credentials: object | None, code: str) -> AgencyInfo:
+        """Deactivate an agency: it stays in the directory (history refers to it) but receives nothing."""
+
+        def operation(session: Session) -> AgencyInfo:
+            identity = self.authenticator.authenticate(session, credentials)
+            _require_admin(identity)
+            agency = repo.get_agency(session, (code or "").strip())
+            if agency is None:
+                raise errors.UnknownAgency(f"no agency has code {code!r}", code=code)
+            agency.active = False
+            agency.updated_at = self.clock()
+            session.commit()
+            return _agency_info(agency)
+
+        return self.db.run(operation, write=True, retries=0)
+
+    # helpers
+
+    def _day_range(
+        self, from_date: dt.date | None, to_date: dt.date | None
+    ) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """Whole days in the agencies' time zone, both ends included, as UTC bounds."""
+        if from_date and to_date and from_date > to_date:
+            raise errors.InvalidArgument(
+                f"fromDate {from_date} is after toDate {to_date}", argument="fromDate"
+            )
+        start = dt.datetime.combine(from_date, dt.time(), self.tz) if from_date else None
+        end = dt.datetime.combine(to_date + dt.timedelta(days=1), dt.time(), self.tz) if to_date else None
+        return start, end
+
+
+def _message_type(value: str | None) -> str:
+    value = (value or "").strip().lower()
+    if value not in MESSAGE_TYPES:
+        raise errors.InvalidArgument(
+            f"messageType must be {EDOC!r} or {STATUS!r}, got {value!r}", argument="messageType"
+        )
+    return value
+
+
+def _require_admin(identity: Identity) -> None:
+    if not identity.is_admin:
+        raise errors.AdminRequired(
+            f"system {identity.system_id} may not change the directory; only administrator systems may"
+        )
+
+
+def upsert_agency(session: Session, info: AgencyInfo, now: dt.datetime) -> Agency:
+    """Register an agency, or update and reactivate it if its code is known. Shared with the CLI."""
+    code = info.code.strip()
+    problems = []
+    if not code or len(code) > 64 or any(c.isspace() for c in code):
+        problems.append("code must be 1–64 characters without spaces")
+    if not info.name or len(info.name) > 200:
+        problems.append("name must be 1–200 characters")
+    if info.email and len(info.email) > 100:
+        problems.append("email must be at most 100 characters")
+    if info.parent_code and repo.get_agency(session, info.parent_code) is None:
+        problems.append(f"parent agency {info.parent_code} is not registered")
+    if problems:
+        raise errors.InvalidArgument("; ".join(problems), argument="agency")
+    agency = repo.get_agency(session, code)
+    if agency is None:
+        agency = Agency(code=code, created_at=now)
+        session.add(agency)
+    agency.name = info.name
+    agency.parent_code = info.parent_code or None
+    agency.email = info.email or None
+    agency.old_code = info.old_code or None
+    agency.active = info.active
+    agency.updated_at = now
+    session.flush()
+    return agency

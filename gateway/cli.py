@@ -1,0 +1,341 @@
+"""``lienthong``: the operator's command.
+
+The data directory comes from ``--data-dir`` or ``LIENTHONG_HOME``; the database URL from
+``--database-url`` or ``LIENTHONG_DATABASE_URL`` (default: SQLite in the data directory). This is the only
+module, with the WSGI entry, that reads ``os.environ``; it passes it to :class:`gateway.config.Config`.
+
+Exit codes: 0 success, 1 the command failed (the reason is printed), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway import errors
+from gateway.config import Config
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config.from_sources(os.environ, data_dir=args.data_dir, database_url=args.database_url)
+
+
+def _db(config: Config):  # type: ignore[no-untyped-def]
+    from gateway.store.db import Database
+
+    return Database(config.database_url)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = _config(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    from gateway.store.migrate import upgrade
+
+    db = _db(config)
+    upgrade(db)
+    out.print(f"data directory {config.data_dir}")
+    out.print(f"database {config.redacted_database_url()} is at the newest schema")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.store.migrate import current_revision, upgrade
+
+    db = _db(_config(args))
+    before = current_revision(db)
+    upgrade(db, args.revision)
+    out.print(f"database schema: {before or 'empty'} → {current_revision(db)}")
+    return 0
+
+
+def cmd_agency_add(args: argparse.Namespace) -> int:
+    from gateway.axis import AgencyInfo, upsert_agency
+
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        agency = upsert_agency(
+            session,
+            AgencyInfo(args.code, args.name, args.parent, args.email, args.old_code, True),
+            _now(),
+        )
+        session.commit()
+    out.print(f"agency {agency.code} ({agency.name}) is registered and active")
+    return 0
+
+
+def cmd_agency_list(args: argparse.Namespace) -> int:
+    from gateway.store import repo
+
+    db = _db(_config(args))
+    with db.unit_of_work() as session:
+        rows = [
+            {
+                "code": a.code,
+                "name": a.name,
+                "parentCode": a.parent_code,
+                "email": a.email,
+                "oldCode": a.old_code,
+                "active": a.active,
+            }
+            for a in repo.list_agencies(session, args.filter)
+        ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title=f"{len(rows)} agencies")
+    for col in ("code", "name", "parent", "email", "old code", "active"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["code"],
+            r["name"],
+            r["parentCode"] or "",
+            r["email"] or "",
+            r["oldCode"] or "",
+            "yes" if r["active"] else "no",
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_agency_disable(args: argparse.Namespace) -> int:
+    from gateway.store import repo
+
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        agency = repo.get_agency(session, args.code)
+        if agency is None:
+            raise errors.UsageError(f"no agency has code {args.code}")
+        agency.active = False
+        agency.updated_at = _now()
+        session.commit()
+    out.print(f"agency {args.code} is disabled: it stays in the directory but receives nothing")
+    return 0
+
+
+def cmd_system_add(args: argparse.Namespace) -> int:
+    from gateway.core.credentials import MIN_SECRET_LENGTH, generate_secret, hash_secret
+    from gateway.store import repo
+    from gateway.store.models import System
+
+    if args.generate_secret:
+        secret = generate_secret()
+    else:
+        try:
+            secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise errors.UsageError(f"cannot read the secret file: {exc}") from None
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise errors.UsageError(
+                f"the secret in {args.secret_file} has {len(secret)} characters; at least {MIN_SECRET_LENGTH} "
+                f"random characters are required (use --generate-secret)"
+            )
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        unknown = [code for code in args.agency if repo.get_agency(session, code) is None]
+        if unknown:
+            raise errors.UsageError(
+                f"unknown agency {', '.join(unknown)}: add it with 'lienthong agency add'"
+            )
+        if repo.get_system(session, args.system_id) is not None:
+            raise errors.UsageError(f"system {args.system_id} already exists")
+        system = System(
+            id=args.system_id,
+            secret_hash=hash_secret(secret),
+            is_admin=args.admin,
+            active=True,
+            created_at=_now(),
+        )
+        repo.add_system(session, system, dict.fromkeys(args.agency))
+        session.commit()
+    err.print(
+        f"system {args.system_id} may act for {', '.join(args.agency)}"
+        + (" (administrator)" if args.admin else "")
+    )
+    if args.generate_secret:
+        err.print("its secret follows; it is shown only now, store it in the system's secret file:")
+        print(secret)
+    return 0
+
+
+def cmd_system_list(args: argparse.Namespace) -> int:
+    from gateway.store import repo
+
+    db = _db(_config(args))
+    with db.unit_of_work() as session:
+        rows = [
+            {
+                "id": s.id,
+                "agencies": sorted(link.agency_code for link in s.agencies),
+                "admin": s.is_admin,
+                "active": s.active,
+                "auth": "username-token",
+                "createdAt": s.created_at.isoformat(),
+            }
+            for s in repo.list_systems(session)
+        ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title=f"{len(rows)} systems")
+    for col in ("system", "agencies", "admin", "active", "authentication"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            ", ".join(r["agencies"]),
+            "yes" if r["admin"] else "no",
+            "yes" if r["active"] else "no",
+            r["auth"],
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    config = _config(args)
+    if args.fd is None:
+        err.print(
+            f"lienthong gateway on http://{args.host}:{args.port}/ (WSDL at /?wsdl), "
+            f"{args.workers} workers, database {config.redacted_database_url()}"
+        )
+    serve(
+        config, host=args.host, port=args.port, workers=args.workers, fd=args.fd, access_log=args.access_log
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(out, keep=args.keep, workers=args.workers)
+
+
+def cmd_wsdl(args: argparse.Namespace) -> int:
+    from gateway.soap.app import generate_wsdl
+
+    data = generate_wsdl(args.address)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lienthong", description="Operate a lienthong national document axis.")
+    p.add_argument("--data-dir", help="data directory (default: $LIENTHONG_HOME or ./lienthong-data)")
+    p.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: $LIENTHONG_DATABASE_URL or SQLite in the data directory)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init", help="create the data directory and the database")
+    s.set_defaults(func=cmd_init)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    s = db.add_parser("upgrade", help="create or upgrade the schema (Alembic)")
+    s.add_argument("revision", nargs="?", default="head")
+    s.set_defaults(func=cmd_db_upgrade)
+
+    agency = sub.add_parser("agency", help="the directory of agencies").add_subparsers(
+        dest="agency_command", required=True
+    )
+    s = agency.add_parser("add", help="register an agency (or update a known code)")
+    s.add_argument("code", metavar="CODE")
+    s.add_argument("--name", required=True)
+    s.add_argument("--parent", metavar="CODE")
+    s.add_argument("--email")
+    s.add_argument("--old-code", metavar="CODE", help="the code this agency had before (mergers)")
+    s.set_defaults(func=cmd_agency_add)
+    s = agency.add_parser("list", help="list agencies")
+    s.add_argument("filter", nargs="?", help="part of a code or name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_agency_list)
+    s = agency.add_parser("disable", help="stop deliveries to an agency (it stays in the directory)")
+    s.add_argument("code", metavar="CODE")
+    s.set_defaults(func=cmd_agency_disable)
+
+    system = sub.add_parser("system", help="connected systems").add_subparsers(
+        dest="system_command", required=True
+    )
+    s = system.add_parser("add", help="register a connected system and the agencies it acts for")
+    s.add_argument("system_id", metavar="SYSTEM_ID")
+    s.add_argument(
+        "--agency",
+        action="append",
+        required=True,
+        metavar="CODE",
+        help="an agency it may act for (repeat for several)",
+    )
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--secret-file", metavar="F", help="file holding its secret (at least 32 random characters)"
+    )
+    g.add_argument("--generate-secret", action="store_true", help="generate a secret and print it once")
+    s.add_argument(
+        "--admin", action="store_true", help="may change the directory (registerAgency, deleteAgency)"
+    )
+    s.set_defaults(func=cmd_system_add)
+    s = system.add_parser("list", help="list connected systems")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_system_list)
+
+    s = sub.add_parser("serve", help="serve the gateway with gunicorn")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default 2)")
+    s.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    s.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an already bound socket, from a parent
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("demo", help="run the whole exchange on a temporary gateway and show the result")
+    s.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
+    s.add_argument("--workers", type=int, default=2)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("wsdl", help="print the WSDL the service publishes")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.add_argument("--address", default="http://localhost:8080/", help="the endpoint address to write in it")
+    s.set_defaults(func=cmd_wsdl)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.ConfigError as exc:
+        err.print("[red]configuration problems:[/red]\n  " + "\n  ".join(exc.problems), highlight=False)
+        return 1
+    except errors.LienthongError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

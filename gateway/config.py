@@ -1,0 +1,156 @@
+"""One frozen, typed configuration, built at the edge from an explicit mapping.
+
+Sources, later ones winning: built-in defaults, the TOML file ``lienthong.toml`` in the data directory (or
+the file named by ``LIENTHONG_CONFIG``), the ``LIENTHONG_*`` environment variables, then command-line
+options. Only the entry points (``gateway.cli``, the WSGI factory) read ``os.environ``; they pass it here
+as a plain mapping, so tests pass a dict.
+
+- ``LIENTHONG_HOME`` (no file key): the data directory (default ``./lienthong-data``).
+- ``LIENTHONG_DATABASE_URL`` / ``database_url``: SQLAlchemy URL (default: the SQLite file
+  ``lienthong.db`` in the data directory).
+- ``LIENTHONG_MAX_PACKET_BYTES`` / ``max_packet_bytes``: the largest packet accepted (64 MiB).
+- ``LIENTHONG_TIMEZONE`` / ``timezone``: the agencies' clock for date filters (``Asia/Ho_Chi_Minh``).
+- ``LIENTHONG_LOG_LEVEL`` / ``log_level``: ``INFO``.
+- ``LIENTHONG_SCHEMA_DIR`` / ``schema_dir``: where the edXML schemas are (the installed ``xsd/``).
+
+All problems are reported together in one :class:`~gateway.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_MAX_PACKET_BYTES = 64 * 1024 * 1024
+CONFIG_FILE_NAME = "lienthong.toml"
+
+
+def _redact_url(url: str) -> str:
+    """Hide the password of a database URL (``scheme://user:***@host/db``)."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the gateway needs to run. Build it with :meth:`from_sources`."""
+
+    data_dir: Path
+    database_url: str
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
+    timezone: str = "Asia/Ho_Chi_Minh"
+    log_level: str = "INFO"
+    schema_dir: Path | None = None
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return (
+            f"Config(data_dir={str(self.data_dir)!r}, database_url={_redact_url(self.database_url)!r}, "
+            f"max_packet_bytes={self.max_packet_bytes}, timezone={self.timezone!r}, "
+            f"log_level={self.log_level!r}, schema_dir={self.schema_dir!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest SOAP request: a base64 packet (4/3 of its size) plus room for the envelope."""
+        return (self.max_packet_bytes * 4 + 2) // 3 + 256 * 1024
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def redacted_database_url(self) -> str:
+        return _redact_url(self.database_url)
+
+    @classmethod
+    def from_sources(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        data_dir: str | Path | None = None,
+        database_url: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Build the config from the environment mapping, the config file and explicit options."""
+        problems: list[str] = []
+        home = Path(data_dir or environ.get("LIENTHONG_HOME") or "lienthong-data").expanduser().absolute()
+
+        file_values: dict[str, Any] = {}
+        cfg_file = environ.get("LIENTHONG_CONFIG")
+        path = Path(cfg_file) if cfg_file else home / CONFIG_FILE_NAME
+        if path.is_file():
+            try:
+                file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                problems.append(f"config file {path}: {exc}")
+        elif cfg_file:
+            problems.append(f"LIENTHONG_CONFIG names {path}, which does not exist")
+
+        known = {"database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir"}
+        for key in sorted(set(file_values) - known):
+            problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+        def pick(key: str, env: str) -> Any:
+            value = (overrides or {}).get(key)
+            if value is None:
+                value = environ.get(env)
+            if value is None:
+                value = file_values.get(key)
+            return value
+
+        db_url = database_url or pick("database_url", "LIENTHONG_DATABASE_URL")
+        if not db_url:
+            db_url = f"sqlite:///{home / 'lienthong.db'}"
+
+        max_packet: Any = pick("max_packet_bytes", "LIENTHONG_MAX_PACKET_BYTES")
+        if max_packet is None:
+            max_packet = DEFAULT_MAX_PACKET_BYTES
+        try:
+            max_packet = int(max_packet)
+            if max_packet < 1024:
+                problems.append(f"max_packet_bytes must be at least 1024, got {max_packet}")
+        except (TypeError, ValueError):
+            problems.append(f"max_packet_bytes must be a whole number of bytes, got {max_packet!r}")
+            max_packet = DEFAULT_MAX_PACKET_BYTES
+
+        tz = pick("timezone", "LIENTHONG_TIMEZONE") or "Asia/Ho_Chi_Minh"
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"timezone {tz!r} is not a known IANA time zone")
+
+        level = str(pick("log_level", "LIENTHONG_LOG_LEVEL") or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            problems.append(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+
+        schema_dir = pick("schema_dir", "LIENTHONG_SCHEMA_DIR")
+        if schema_dir is not None and not Path(schema_dir).is_dir():
+            problems.append(f"schema_dir {schema_dir} is not a directory")
+
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            data_dir=home,
+            database_url=str(db_url),
+            max_packet_bytes=max_packet,
+            timezone=tz,
+            log_level=level,
+            schema_dir=Path(schema_dir) if schema_dir else None,
+        )

@@ -1,0 +1,263 @@
+"""The one exception tree of the gateway.
+
+Every refusal the gateway can make is a leaf of this tree. Each leaf carries a stable dotted fault code
+(``Client.…`` when the caller must change something, ``Server.…`` when the gateway failed), a message a
+clerk can act on, and structured fields. ``gateway.soap.faults`` maps the tree to SOAP faults in one
+place; nothing else builds a fault.
+
+::
+
+    LienthongError
+    ├── ClientError                              the caller must change something
+    │   ├── RequestError                         the HTTP/SOAP request itself (checked by the guard)
+    │   │   ├── RequestTooLarge                  Client.Request.TooLarge
+    │   │   ├── LengthRequired                   Client.Request.LengthRequired
+    │   │   ├── BadContentType                   Client.Request.BadContentType
+    │   │   ├── MethodNotAllowed                 Client.Request.MethodNotAllowed
+    │   │   ├── RequestNotXml                    Client.Request.NotXml
+    │   │   ├── RequestDtdForbidden              Client.Request.DtdForbidden
+    │   │   ├── MalformedEnvelope                Client.Request.MalformedEnvelope
+    │   │   └── InvalidArgument                  Client.Request.InvalidArgument
+    │   ├── PacketError                          the edXML packet
+    │   │   ├── PacketTooLarge                   Client.Packet.TooLarge
+    │   │   ├── PacketNotXml                     Client.Packet.NotXml
+    │   │   ├── PacketDtdForbidden               Client.Packet.DtdForbidden
+    │   │   ├── NotEdxml                         Client.Packet.NotEdxml
+    │   │   ├── SchemaInvalid                    Client.Packet.SchemaInvalid
+    │   │   └── DuplicateDocumentId              Client.Packet.DuplicateDocumentId
+    │   ├── RoutingError                         where the packet may go
+    │   │   ├── UnknownRecipient                 Client.Routing.UnknownRecipient
+    │   │   ├── InactiveRecipient                Client.Routing.InactiveRecipient
+    │   │   └── StatusForUnknownDocument         Client.Routing.StatusForUnknownDocument
+    │   ├── AuthError                            who is calling and what it may do
+    │   │   ├── MissingCredentials               Client.Auth.MissingCredentials
+    │   │   ├── InvalidCredentials               Client.Auth.InvalidCredentials
+    │   │   ├── SenderNotAllowed                 Client.Auth.SenderNotAllowed
+    │   │   ├── AdminRequired                    Client.Auth.AdminRequired
+    │   │   └── NotAddressee                     Client.Access.NotAddressee
+    │   └── NotFoundError
+    │       ├── UnknownDocId                     Client.Doc.NotFound
+    │       └── UnknownAgency                    Client.Agency.NotFound
+    ├── ServerError                              the gateway failed; never leaks internals
+    │   ├── DatabaseUnavailable                  Server.Database.Unavailable
+    │   └── InternalError                        Server.Internal
+    └── ConfigError                              operator configuration (never a fault: a CLI error)
+
+Operator-side problems found by the command line (a bad argument to ``lienthong agency add``) use
+``UsageError``, also outside the fault space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LienthongError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code: str = "Server.Internal"
+    #: the HTTP status a fault of this kind is sent with (SOAP 1.1 faults use 500 unless the request
+    #: never reached SOAP processing).
+    http_status: int = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ClientError(LienthongError):
+    code = "Client"
+
+
+class ServerError(LienthongError):
+    code = "Server"
+
+
+# --- the request (guard) -------------------------------------------------------------------------------
+
+
+class RequestError(ClientError):
+    code = "Client.Request"
+
+
+class RequestTooLarge(RequestError):
+    code = "Client.Request.TooLarge"
+    http_status = 413
+
+
+class LengthRequired(RequestError):
+    code = "Client.Request.LengthRequired"
+    http_status = 411
+
+
+class BadContentType(RequestError):
+    code = "Client.Request.BadContentType"
+    http_status = 415
+
+
+class MethodNotAllowed(RequestError):
+    code = "Client.Request.MethodNotAllowed"
+    http_status = 405
+
+
+class RequestNotXml(RequestError):
+    code = "Client.Request.NotXml"
+
+
+class RequestDtdForbidden(RequestError):
+    code = "Client.Request.DtdForbidden"
+
+
+class MalformedEnvelope(RequestError):
+    code = "Client.Request.MalformedEnvelope"
+
+
+class InvalidArgument(RequestError):
+    code = "Client.Request.InvalidArgument"
+
+
+# --- the packet -----------------------------------------------------------------------------------------
+
+
+class PacketError(ClientError):
+    code = "Client.Packet"
+
+
+class PacketTooLarge(PacketError):
+    code = "Client.Packet.TooLarge"
+
+
+class PacketNotXml(PacketError):
+    code = "Client.Packet.NotXml"
+
+
+class PacketDtdForbidden(PacketError):
+    code = "Client.Packet.DtdForbidden"
+
+
+class NotEdxml(PacketError):
+    code = "Client.Packet.NotEdxml"
+
+
+class SchemaInvalid(PacketError):
+    """The packet breaks the edXML schema or a rule the schema cannot express.
+
+    Fields: ``element`` (local name), ``line`` (1-based, or None).
+    """
+
+    code = "Client.Packet.SchemaInvalid"
+
+
+class DuplicateDocumentId(PacketError):
+    code = "Client.Packet.DuplicateDocumentId"
+
+
+# --- routing --------------------------------------------------------------------------------------------
+
+
+class RoutingError(ClientError):
+    code = "Client.Routing"
+
+
+class UnknownRecipient(RoutingError):
+    code = "Client.Routing.UnknownRecipient"
+
+
+class InactiveRecipient(RoutingError):
+    code = "Client.Routing.InactiveRecipient"
+
+
+class StatusForUnknownDocument(RoutingError):
+    code = "Client.Routing.StatusForUnknownDocument"
+
+
+# --- identity and access --------------------------------------------------------------------------------
+
+
+class AuthError(ClientError):
+    code = "Client.Auth"
+
+
+class MissingCredentials(AuthError):
+    code = "Client.Auth.MissingCredentials"
+
+
+class InvalidCredentials(AuthError):
+    code = "Client.Auth.InvalidCredentials"
+
+
+class SenderNotAllowed(AuthError):
+    code = "Client.Auth.SenderNotAllowed"
+
+
+class AdminRequired(AuthError):
+    code = "Client.Auth.AdminRequired"
+
+
+class NotAddressee(AuthError):
+    code = "Client.Access.NotAddressee"
+
+
+# --- lookups --------------------------------------------------------------------------------------------
+
+
+class NotFoundError(ClientError):
+    code = "Client.NotFound"
+
+
+class UnknownDocId(NotFoundError):
+    code = "Client.Doc.NotFound"
+
+
+class UnknownAgency(NotFoundError):
+    code = "Client.Agency.NotFound"
+
+
+# --- the gateway itself ---------------------------------------------------------------------------------
+
+
+class DatabaseUnavailable(ServerError):
+    code = "Server.Database.Unavailable"
+    http_status = 503
+
+
+class InternalError(ServerError):
+    code = "Server.Internal"
+
+
+# --- outside the fault space ----------------------------------------------------------------------------
+
+
+class ConfigError(LienthongError):
+    """The configuration is incomplete or wrong; ``problems`` lists every problem found at once."""
+
+    code = "Config"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems), problems=problems)
+        self.problems = problems
+
+
+class UsageError(LienthongError):
+    """An operator command was given something it cannot use."""
+
+    code = "Usage"
+
+
+def all_fault_codes() -> dict[str, type[LienthongError]]:
+    """Every fault code a client can receive, mapped to its class (used by docs and tests)."""
+    out: dict[str, type[LienthongError]] = {}
+
+    def walk(cls: type[LienthongError]) -> None:
+        for sub in cls.__subclasses__():
+            if sub.code.count(".") >= 2 or sub.code in {"Server.Internal"}:
+                out[sub.code] = sub
+            walk(sub)
+
+    walk(ClientError)
+    walk(ServerError)
+    return out

@@ -1,0 +1,121 @@
+"""Starting a real gateway (``lienthong serve``, gunicorn) in a child process on a free local port.
+
+Used by ``lienthong demo``, the integration tests and the benchmark: the parent binds the listening
+socket itself (port 0, so the kernel picks a free port; no race) and hands it to gunicorn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class GatewayProcess:
+    """``with GatewayProcess(data_dir) as gw: gw.url`` — a gateway serving until the block ends."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        workers: int = 2,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.database_url = database_url
+        self.workers = workers
+        self.extra_env = dict(env or {})
+        self.log_path = log_path or self.data_dir / "gateway.log"
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> GatewayProcess:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        fd = self.sock.fileno()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIENTHONG_")}
+        env.update(self.extra_env)
+        env["LIENTHONG_HOME"] = str(self.data_dir)
+        if self.database_url:
+            env["LIENTHONG_DATABASE_URL"] = self.database_url
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(fd), "--workers", str(self.workers)],
+            pass_fds=(fd,),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited during start-up; log:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "?wsdl", timeout=5) as resp:  # noqa: S310 - loopback
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"the gateway did not answer within {self.startup_timeout}s; log:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

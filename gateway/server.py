@@ -1,0 +1,69 @@
+"""Serving the gateway with gunicorn (the production WSGI server), embedded so ``lienthong serve`` needs
+no separate configuration file.
+
+Each worker process builds its own app (its own database pool) after the fork. ``fd`` lets a parent that
+already bound the listening socket (``lienthong demo``, the tests, the benchmark) hand it over, so there
+is no race for a free port.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from gateway.config import Config
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT)
+
+
+class GatewayServer(BaseApplication):
+    def __init__(self, config: Config, options: dict[str, Any]) -> None:
+        self.gateway_config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from gateway.soap.app import create_app
+
+        configure_logging(self.gateway_config.log_level)
+        return create_app(self.gateway_config)
+
+
+def serve(
+    config: Config,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 2,
+    fd: int | None = None,
+    timeout: int = 300,
+    access_log: bool = False,
+) -> None:
+    """Run the gateway until SIGTERM/SIGINT (blocks)."""
+    options: dict[str, Any] = {
+        "bind": [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"],
+        "workers": workers,
+        "worker_class": "sync",
+        # Large packets (tens of MB) take time to upload on slow links; an idle connection is still cut.
+        "timeout": timeout,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "loglevel": config.log_level.lower(),
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "proc_name": "lienthong",
+    }
+    GatewayServer(config, options).run()

@@ -1,0 +1,1 @@
+"""The spyne edge: the guard, the operations, the fault mapping and the app factory."""

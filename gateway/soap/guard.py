@@ -1,0 +1,245 @@
+"""The WSGI guard: every request passes here before spyne sees a byte of it.
+
+Order of checks (each refusal is a SOAP fault with its own code and a correlation id):
+
+1. method: ``POST`` for operations, ``GET /?wsdl`` for the contract (``Client.Request.MethodNotAllowed``);
+2. content type ``text/xml`` (SOAP 1.1) (``Client.Request.BadContentType``);
+3. ``Content-Length`` present and within the limit, checked before reading the body
+   (``Client.Request.LengthRequired``, ``Client.Request.TooLarge``);
+4. the body parsed once, by the one hardened parser (``Client.Request.NotXml``,
+   ``Client.Request.DtdForbidden``);
+5. the envelope's shape: one ``Envelope`` with at most one ``Header`` and exactly one ``Body`` holding
+   exactly one payload element, no SOAP-encoding multi-ref ``href``/``id`` anywhere, no ``encodingStyle``
+   (``Client.Request.MalformedEnvelope``);
+6. the WS-Security header read into credentials (checked later, in the operation's transaction).
+
+spyne then works on the tree parsed here (see :class:`gateway.soap.app.GuardedSoap11`), never on a second
+parse of the bytes, and never resolves references (the guard refused them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lxml import etree
+
+from gateway import errors
+from gateway.core.credentials import UsernameToken
+from gateway.core.xmlparse import parse_xml
+from gateway.soap.faults import SOAP11_ENV, fault_envelope, log_refusal, new_correlation_id
+
+log = logging.getLogger("lienthong.http")
+
+WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+_UT_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+PASSWORD_TEXT = _UT_PROFILE + "#PasswordText"
+SOAP_ENC_NS = "http://schemas.xmlsoap.org/soap/encoding/"
+
+ENV_TREE = "lienthong.envelope"
+ENV_CREDENTIALS = "lienthong.credentials"
+ENV_CORRELATION = "lienthong.correlation_id"
+
+StartResponse = Callable[..., Any]
+
+
+def _envelope_error(message: str) -> errors.MalformedEnvelope:
+    return errors.MalformedEnvelope(f"the SOAP envelope is not acceptable: {message}")
+
+
+def check_envelope(tree: etree._ElementTree) -> tuple[etree._Element | None, etree._Element]:
+    """Check the envelope's shape; return its Header (or None) and the single payload element."""
+    root = tree.getroot()
+    if root.tag != f"{{{SOAP11_ENV}}}Envelope":
+        raise _envelope_error(f"the root element must be a SOAP 1.1 Envelope ({SOAP11_ENV})")
+    header = body = None
+    for child in root:
+        if not isinstance(child.tag, str):
+            continue  # comments and PIs between the parts carry nothing
+        if child.tag == f"{{{SOAP11_ENV}}}Header" and header is None and body is None:
+            header = child
+        elif child.tag == f"{{{SOAP11_ENV}}}Body" and body is None:
+            body = child
+        else:
+            raise _envelope_error(
+                f"unexpected {etree.QName(child).localname} in Envelope (only one Header, then one Body)"
+            )
+        if (child.tail or "").strip():
+            raise _envelope_error("text between the parts of the Envelope")
+    if body is None:
+        raise _envelope_error("there is no Body")
+    payload = [el for el in body if isinstance(el.tag, str)]
+    if len(payload) != 1:
+        raise _envelope_error(f"the Body must hold exactly one operation element, it holds {len(payload)}")
+    if (body.text or "").strip() or any((el.tail or "").strip() for el in body):
+        raise _envelope_error("text beside the operation element in the Body")
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for name in el.attrib:
+            local = etree.QName(name).localname
+            if local == "href" or (local == "id" and _in_body(el, body)):
+                raise _envelope_error(
+                    f"SOAP-encoding references ({local} on {etree.QName(el).localname}) are not accepted; "
+                    f"send document/literal content"
+                )
+            if local == "encodingStyle":
+                raise _envelope_error("SOAP encoding (encodingStyle) is not accepted; use document/literal")
+    return header, payload[0]
+
+
+def _in_body(el: etree._Element, body: etree._Element) -> bool:
+    return any(ancestor is body for ancestor in el.iterancestors())
+
+
+def read_credentials(header: etree._Element | None) -> UsernameToken | None:
+    """The WS-Security UsernameToken in the header, if any (its check is the operation's job)."""
+    if header is None:
+        return None
+    security = header.findall(f"{{{WSSE_NS}}}Security")
+    if not security:
+        return None
+    if len(security) > 1:
+        raise _envelope_error("more than one wsse:Security header")
+    tokens = security[0].findall(f"{{{WSSE_NS}}}UsernameToken")
+    if len(tokens) != 1:
+        return None
+    token = tokens[0]
+    username = token.findtext(f"{{{WSSE_NS}}}Username")
+    password_el = token.find(f"{{{WSSE_NS}}}Password")
+    if not username or password_el is None:
+        return None
+    ptype = password_el.get("Type", PASSWORD_TEXT)
+    if ptype != PASSWORD_TEXT:
+        raise errors.InvalidCredentials(
+            "only PasswordText UsernameTokens are accepted (over TLS); the gateway keeps no clear secret "
+            "to check a PasswordDigest against"
+        )
+    return UsernameToken(username=username.strip(), password=password_el.text or "")
+
+
+class Guard:
+    """WSGI middleware in front of the spyne application."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, max_request_bytes: int) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        cid = new_correlation_id()
+        environ[ENV_CORRELATION] = cid
+        try:
+            self._admit(environ)
+        except BaseException as exc:
+            err = (
+                exc
+                if isinstance(exc, errors.LienthongError)
+                else errors.InternalError(
+                    "the gateway failed while reading this request; give the correlation id to the operator"
+                )
+            )
+            if not isinstance(exc, errors.LienthongError):
+                log.error("guard failure [correlation id %s]", cid, exc_info=exc)
+            log_refusal(err, cid, "at the door")
+            return self._fault(start_response, err, cid)
+        status_holder: list[str] = []
+
+        def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_holder.append(status)
+            headers = [*headers, ("X-Correlation-Id", cid)]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        result = self.app(environ, _start)
+        log.info(
+            "%s %s %s %.1f ms [correlation id %s]",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO", "/")
+            + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""),
+            status_holder[0].split(" ", 1)[0] if status_holder else "-",
+            (time.perf_counter() - started) * 1000,
+            cid,
+        )
+        return result
+
+    def _admit(self, environ: dict[str, Any]) -> None:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        query = environ.get("QUERY_STRING", "")
+        if method == "GET":
+            if query.lower() == "wsdl" and environ.get("PATH_INFO", "/") in ("", "/"):
+                return  # spyne serves the WSDL
+            raise errors.MethodNotAllowed(
+                "operations are called with POST; the contract is at GET /?wsdl", allow="GET, POST"
+            )
+        if method != "POST":
+            raise errors.MethodNotAllowed(
+                f"{method} is not accepted; use POST (or GET /?wsdl)", allow="GET, POST"
+            )
+        ctype = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+        if ctype != "text/xml":
+            raise errors.BadContentType(
+                f"a SOAP 1.1 request must have Content-Type text/xml, not {ctype or 'none'!r}"
+            )
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        if not length_text.isdigit():
+            raise errors.LengthRequired("the request must carry a Content-Length header")
+        length = int(length_text)
+        if length > self.max_request_bytes:
+            raise errors.RequestTooLarge(
+                f"the request is {length:,} bytes; this gateway accepts at most {self.max_request_bytes:,}",
+                size=length,
+                limit=self.max_request_bytes,
+            )
+        body = _read_exactly(environ["wsgi.input"], length)
+        tree = parse_xml(
+            body,
+            max_bytes=self.max_request_bytes,
+            too_large=errors.RequestTooLarge,
+            not_xml=errors.RequestNotXml,
+            dtd_forbidden=errors.RequestDtdForbidden,
+            what="SOAP request",
+        )
+        header, _payload = check_envelope(tree)
+        environ[ENV_CREDENTIALS] = read_credentials(header)
+        environ[ENV_TREE] = tree
+        environ["wsgi.input"] = io.BytesIO(b"")  # spyne works on ENV_TREE, not on a second parse
+        environ["CONTENT_LENGTH"] = "0"
+
+    @staticmethod
+    def _fault(start_response: StartResponse, err: errors.LienthongError, cid: str) -> list[bytes]:
+        body = fault_envelope(err, cid)
+        status = {
+            405: "405 Method Not Allowed",
+            411: "411 Length Required",
+            413: "413 Payload Too Large",
+            415: "415 Unsupported Media Type",
+            503: "503 Service Unavailable",
+        }.get(err.http_status, "500 Internal Server Error")
+        headers = [
+            ("Content-Type", "text/xml; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("X-Correlation-Id", cid),
+        ]
+        if err.http_status == 405:
+            headers.append(("Allow", "GET, POST"))
+        if err.http_status in (411, 413):
+            headers.append(("Connection", "close"))
+        start_response(status, headers)
+        return [body]
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    chunks = []
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    if remaining:
+        raise errors.RequestNotXml("the request body ended before its Content-Length")
+    return b"".join(chunks)

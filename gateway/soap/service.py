@@ -1,0 +1,294 @@
+"""The SOAP operations (spyne): each method is a few lines that hand over to :class:`gateway.axis.Axis`.
+
+Operation names mirror the national axis SDK (sendEdoc, getReceivedEdocList, getEdoc, updateStatus,
+getSentEdocList, getAgenciesList, registerAgency, deleteAgency), so integrators recognise them. The
+docstrings become the ``wsdl:documentation`` of each operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from spyne import Array, Boolean, ByteArray, ComplexModel, Date, DateTime, ServiceBase, Unicode, rpc
+
+from gateway import axis as axis_mod
+from gateway.soap.faults import TNS, LienthongFault, to_fault
+from gateway.soap.guard import ENV_CORRELATION, ENV_CREDENTIALS
+
+T = TypeVar("T")
+
+Required = Unicode(min_occurs=1, nillable=False)
+Optional = Unicode(min_occurs=0, nillable=False)
+OptionalDate = Date(min_occurs=0, nillable=False)
+OptionalDateTime = DateTime(min_occurs=0, nillable=False)
+RequiredDateTime = DateTime(min_occurs=1, nillable=False)
+FAULTS = [LienthongFault]
+
+
+class Model(ComplexModel):
+    __namespace__ = TNS
+
+
+class OrganIdList(Model):
+    organId = Unicode(min_occurs=0, max_occurs="unbounded", nillable=False)
+
+
+class SendEdocResult(Model):
+    docId = Required
+    messageType = Required
+    recipients = OrganIdList.customize(min_occurs=1, nillable=False)
+    duplicate = Boolean(min_occurs=1, nillable=False)
+
+
+class ReceivedEdoc(Model):
+    docId = Required
+    messageType = Required
+    to = Required
+    # "from" is a Python keyword; the XML element is still named "from".
+    from_ = Unicode(min_occurs=1, nillable=False, sub_name="from")
+    documentId = Optional
+    subject = Optional
+    statusCode = Optional
+    createdAt = RequiredDateTime
+    transportState = Required
+
+
+class EdocContent(Model):
+    docId = Required
+    messageType = Required
+    sha256 = Required
+    packet = ByteArray(min_occurs=1, nillable=False)
+
+
+class UpdateStatusResult(Model):
+    docId = Required
+    status = Required
+    agencies = OrganIdList.customize(min_occurs=1, nillable=False)
+
+
+class SentEdoc(Model):
+    docId = Required
+    messageType = Required
+    from_ = Unicode(min_occurs=1, nillable=False, sub_name="from")
+    documentId = Optional
+    subject = Optional
+    statusCode = Optional
+    recipient = Required
+    acceptedAt = RequiredDateTime
+    deliveredAt = OptionalDateTime
+    acknowledgedAt = OptionalDateTime
+    transportState = Required
+    failReason = Optional
+    businessStatus = Optional
+    businessStatusAt = OptionalDateTime
+
+
+class AgencyEntry(Model):
+    code = Required
+    name = Required
+    parentCode = Optional
+    email = Optional
+    oldCode = Optional
+    active = Boolean(min_occurs=1, nillable=False)
+
+
+def _call(ctx: Any, operation: Callable[[axis_mod.Axis, object | None], T]) -> T:
+    """Run one operation with the request's credentials; map any error to a declared fault."""
+    env = ctx.transport.req_env
+    cid = env.get(ENV_CORRELATION, "-")
+    try:
+        return operation(ctx.app.lienthong_axis, env.get(ENV_CREDENTIALS))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a declared fault
+        raise to_fault(exc, cid, ctx.method_request_string.rsplit("}", 1)[-1]) from None
+
+
+def _agency(a: axis_mod.AgencyInfo) -> AgencyEntry:
+    return AgencyEntry(
+        code=a.code, name=a.name, parentCode=a.parent_code, email=a.email, oldCode=a.old_code, active=a.active
+    )
+
+
+class LienthongService(ServiceBase):
+    """The national document axis."""
+
+    @rpc(
+        ByteArray(min_occurs=1, nillable=False),
+        _returns=SendEdocResult,
+        _throws=FAULTS,
+        _in_arg_names={"packet": "packet"},
+    )
+    def sendEdoc(ctx, packet):
+        """Submit one edXML packet (a document or a status), as the exact bytes of the .edxml file.
+
+        The gateway checks the packet (size, XML, edXML schema), that the caller may send as its
+        From/OrganId, and that every recipient is registered and active, then stores the bytes unchanged and
+        queues one delivery per recipient. Returns the gateway's docId, the message type it detected (edoc or
+        status) and the recipients. Sending the same bytes again returns the first docId (duplicate=true).
+        """
+        data = b"".join(packet)
+        out = _call(ctx, lambda ax, creds: ax.send_edoc(creds, data))
+        return SendEdocResult(
+            docId=out.doc_id,
+            messageType=out.message_type,
+            recipients=OrganIdList(organId=list(out.recipients)),
+            duplicate=out.duplicate,
+        )
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        OptionalDate,
+        OptionalDate,
+        _returns=Array(ReceivedEdoc, min_occurs=1, nillable=False),
+        _throws=FAULTS,
+        _in_arg_names={"messageType": "messageType", "fromDate": "fromDate", "toDate": "toDate"},
+    )
+    def getReceivedEdocList(ctx, messageType, fromDate, toDate):
+        """List the caller's pending packets: messageType is "edoc" (documents) or "status" (status notices).
+
+        Pending means not yet acknowledged done with updateStatus. Optional fromDate/toDate (inclusive, in
+        the agencies' time zone) filter on the time the gateway accepted the packet. Oldest first, in the
+        order the gateway accepted them; at most 1000 per call (acknowledge to see more).
+        """
+        items = _call(ctx, lambda ax, creds: ax.received_list(creds, messageType, fromDate, toDate))
+        return [
+            ReceivedEdoc(
+                docId=i.doc_id,
+                messageType=i.message_type,
+                to=i.recipient,
+                from_=i.sender,
+                documentId=i.document_id,
+                subject=i.subject,
+                statusCode=i.status_code,
+                createdAt=i.created_at,
+                transportState=i.transport_state,
+            )
+            for i in items
+        ]
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        _returns=EdocContent,
+        _throws=FAULTS,
+        _in_arg_names={"docId": "docId"},
+    )
+    def getEdoc(ctx, docId):
+        """Fetch one packet's exact bytes by docId; only for an agency it is addressed to.
+
+        The bytes are those the sender submitted, byte for byte (check them against sha256). Fetching
+        marks the delivery as delivered; it stays on the pending list until updateStatus done.
+        """
+        out = _call(ctx, lambda ax, creds: ax.get_edoc(creds, docId))
+        return EdocContent(
+            docId=out.doc_id, messageType=out.message_type, sha256=out.sha256, packet=[out.content]
+        )
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        Unicode(min_occurs=1, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
+        _returns=UpdateStatusResult,
+        _throws=FAULTS,
+        _in_arg_names={"docId": "docId", "status": "status", "reason": "reason"},
+    )
+    def updateStatus(ctx, docId, status, reason):
+        """Acknowledge a received packet (transport state, not a business status).
+
+        status is "processing", "done" (stored: take it off my pending list) or "fail" (keep it pending and
+        record the reason). Business answers (01 arrived, 03 accepted, …) are status packets sent with
+        sendEdoc.
+        """
+        agencies = _call(ctx, lambda ax, creds: ax.update_status(creds, docId, status, reason))
+        return UpdateStatusResult(
+            docId=docId, status=status.strip().lower(), agencies=OrganIdList(organId=list(agencies))
+        )
+
+    @rpc(
+        Unicode(min_occurs=0, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
+        OptionalDate,
+        OptionalDate,
+        _returns=Array(SentEdoc, min_occurs=1, nillable=False),
+        _throws=FAULTS,
+        _in_arg_names={
+            "docId": "docId",
+            "messageType": "messageType",
+            "fromDate": "fromDate",
+            "toDate": "toDate",
+        },
+    )
+    def getSentEdocList(ctx, docId, messageType, fromDate, toDate):
+        """The caller's sent packets, one entry per recipient, newest first.
+
+        Each entry gives the recipient, when the gateway accepted the packet, when the recipient fetched it
+        (deliveredAt) and acknowledged it, the transport state (pending, fetched, processing, done, fail)
+        and the latest business status the recipient sent back (01, 02, 03, …) with its time. Optional
+        filters: docId, messageType (edoc/status), fromDate/toDate (inclusive). At most 1000 entries.
+        """
+        items = _call(ctx, lambda ax, creds: ax.sent_list(creds, docId, messageType, fromDate, toDate))
+        return [
+            SentEdoc(
+                docId=i.doc_id,
+                messageType=i.message_type,
+                from_=i.sender,
+                documentId=i.document_id,
+                subject=i.subject,
+                statusCode=i.status_code,
+                recipient=i.recipient,
+                acceptedAt=i.accepted_at,
+                deliveredAt=i.delivered_at,
+                acknowledgedAt=i.acknowledged_at,
+                transportState=i.transport_state,
+                failReason=i.fail_reason,
+                businessStatus=i.business_status,
+                businessStatusAt=i.business_status_at,
+            )
+            for i in items
+        ]
+
+    @rpc(
+        Unicode(min_occurs=0, nillable=False),
+        _returns=Array(AgencyEntry, min_occurs=1, nillable=False),
+        _throws=FAULTS,
+        _in_arg_names={"filter": "filter"},
+    )
+    def getAgenciesList(ctx, filter):
+        """The directory of agencies: code, name, parent code, email, older code and whether it is active.
+
+        The optional filter matches part of the code or the name, ignoring case.
+        """
+        return [_agency(a) for a in _call(ctx, lambda ax, creds: ax.agencies(creds, filter))]
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        Unicode(min_occurs=1, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
+        _returns=AgencyEntry,
+        _throws=FAULTS,
+        _in_arg_names={
+            "code": "code",
+            "name": "name",
+            "parentCode": "parentCode",
+            "email": "email",
+            "oldCode": "oldCode",
+        },
+    )
+    def registerAgency(ctx, code, name, parentCode, email, oldCode):
+        """Add an agency to the directory, or update (and reactivate) a known code. Administrator systems only."""
+        info = axis_mod.AgencyInfo(code, name, parentCode, email, oldCode, True)
+        return _agency(_call(ctx, lambda ax, creds: ax.register_agency(creds, info)))
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        _returns=AgencyEntry,
+        _throws=FAULTS,
+        _in_arg_names={"code": "code"},
+    )
+    def deleteAgency(ctx, code):
+        """Deactivate an agency: it stays in the directory for history but can no longer receive packets.
+
+        Administrator systems only.
+        """
+        return _agency(_call(ctx, lambda ax, creds: ax.delete_agency(creds, code)))

@@ -1,0 +1,1 @@
+"""The SQLAlchemy edge: tables, the unit of work, repositories and Alembic migrations."""

@@ -1,0 +1,124 @@
+"""Engines and the unit of work: one operation is one transaction that rolls back unless committed.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout; a writing unit of work starts with
+``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read lock. PostgreSQL is used as it comes
+(READ COMMITTED); uniqueness races are settled by constraints, and :meth:`Database.run` retries an
+operation once when a concurrent one won the race.
+
+Database failures the caller cannot fix (server down, file not openable, lock held too long) become
+:class:`~gateway.errors.DatabaseUnavailable` here and nowhere else; the original error is logged, not sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway import errors
+
+log = logging.getLogger("lienthong.store")
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            mode = "IMMEDIATE" if conn.get_execution_options().get("lienthong_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for database errors that mean "the database cannot serve now", not "this request is wrong"."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Map the database driver's failures to :class:`~gateway.errors.DatabaseUnavailable` (one place)."""
+    try:
+        yield
+    except errors.LienthongError:
+        raise
+    except sa_exc.SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+            raise errors.DatabaseUnavailable(
+                "the gateway's database is not available right now; nothing was changed, try again later"
+            ) from exc
+        raise
+
+
+class Database:
+    """The engine and the session factory of one gateway process."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.url.get_backend_name()
+
+    @contextlib.contextmanager
+    def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction. Nothing is kept unless the block calls ``session.commit()``."""
+        with database_errors(), self._sessions() as session:
+            try:
+                if write:
+                    session.connection(execution_options={"lienthong_write": True})
+                yield session
+            finally:
+                session.rollback()
+
+    def run(self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1) -> T:
+        """Run ``operation(session)`` in one transaction; it calls ``session.commit()`` itself.
+
+        An :class:`~sqlalchemy.exc.IntegrityError` (a concurrent request inserted the same unique row
+        first) re-runs the whole operation, which then sees the other request's row.
+        """
+        attempt = 0
+        while True:
+            try:
+                with self.unit_of_work(write=write) as session:
+                    return operation(session)
+            except sa_exc.IntegrityError:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                log.info("retrying after a concurrent insert of the same row")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,164 @@
+"""The database tables (SQLAlchemy 2.x typed declarative). Alembic migrations create and upgrade them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only makes INTEGER PRIMARY KEY columns auto-increment; BigInteger on PostgreSQL.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both databases (SQLite keeps no zone, so it is put back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(dt.timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None:
+            value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Agency(Base):
+    """An entry of the directory of agencies (codes of Decision 20/2020/QĐ-TTg)."""
+
+    __tablename__ = "agencies"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_code: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(100))
+    old_code: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class System(Base):
+    """A connected document-management system or integration platform."""
+
+    __tablename__ = "systems"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    agencies: Mapped[list[SystemAgency]] = relationship(
+        back_populates="system", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class SystemAgency(Base):
+    """Which agencies a system may act for."""
+
+    __tablename__ = "system_agencies"
+
+    system_id: Mapped[str] = mapped_column(ForeignKey("systems.id", ondelete="CASCADE"), primary_key=True)
+    agency_code: Mapped[str] = mapped_column(ForeignKey("agencies.code"), primary_key=True)
+    system: Mapped[System] = relationship(back_populates="agencies")
+
+
+class Packet(Base):
+    """One accepted packet: its exact bytes, their SHA-256, and what routing read from it."""
+
+    __tablename__ = "packets"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    doc_id: Mapped[str] = mapped_column(String(36), unique=True)
+    message_type: Mapped[str] = mapped_column(String(8))
+    sender_code: Mapped[str] = mapped_column(String(64))
+    sender_system: Mapped[str] = mapped_column(String(64))
+    document_id: Mapped[str | None] = mapped_column(String(255))
+    business_doc_type: Mapped[int] = mapped_column(Integer, default=0)
+    subject: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[str | None] = mapped_column(String(2))
+    description: Mapped[str | None] = mapped_column(Text)
+    answers_packet_id: Mapped[int | None] = mapped_column(ForeignKey("packets.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        # The same bytes from the same sender are the same packet: a resend returns the first docId.
+        UniqueConstraint("sender_code", "sha256"),
+        # One new document per (sender, DocumentId); updates and replaces may reuse it.
+        Index(
+            "uq_packets_new_document_id",
+            "sender_code",
+            "document_id",
+            unique=True,
+            sqlite_where=text("message_type = 'edoc' AND business_doc_type = 0"),
+            postgresql_where=text("message_type = 'edoc' AND business_doc_type = 0"),
+        ),
+        Index("ix_packets_sender_type_created", "sender_code", "message_type", "created_at"),
+        Index("ix_packets_sender_document_id", "sender_code", "document_id"),
+    )
+
+
+class Delivery(Base):
+    """One recipient's copy of a packet, with its transport state and the latest business status."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    packet_id: Mapped[int] = mapped_column(ForeignKey("packets.id"))
+    recipient_code: Mapped[str] = mapped_column(String(64))
+    message_type: Mapped[str] = mapped_column(String(8))
+    #: pending (not fetched), fetched, processing, done or fail
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    fail_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    acked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    business_status: Mapped[str | None] = mapped_column(String(2))
+    business_status_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+    packet: Mapped[Packet] = relationship(lazy="joined", innerjoin=True)
+
+    __table_args__ = (
+        UniqueConstraint("packet_id", "recipient_code"),
+        Index("ix_deliveries_inbox", "recipient_code", "message_type", "state", "id"),
+    )

@@ -1,0 +1,174 @@
+"""Queries, each taking the session of the caller's unit of work. No commits here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session, undefer
+
+from gateway.core.routing import AgencyState
+from gateway.store.models import Agency, Delivery, Packet, System, SystemAgency
+
+INBOX_STATES = ("pending", "fetched", "processing", "fail")
+
+
+# --- directory ------------------------------------------------------------------------------------------
+
+
+def get_agency(session: Session, code: str) -> Agency | None:
+    return session.get(Agency, code)
+
+
+def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencyState]:
+    rows = session.execute(select(Agency.code, Agency.active).where(Agency.code.in_(list(codes))))
+    return {code: AgencyState(code=code, active=active) for code, active in rows}
+
+
+def list_agencies(session: Session, text_filter: str | None = None) -> Sequence[Agency]:
+    stmt = select(Agency).order_by(Agency.code)
+    if text_filter:
+        pattern = f"%{text_filter.lower()}%"
+        stmt = stmt.where(or_(func.lower(Agency.code).like(pattern), func.lower(Agency.name).like(pattern)))
+    return session.scalars(stmt).all()
+
+
+# --- systems --------------------------------------------------------------------------------------------
+
+
+def get_system(session: Session, system_id: str) -> System | None:
+    return session.get(System, system_id)
+
+
+def list_systems(session: Session) -> Sequence[System]:
+    return session.scalars(select(System).order_by(System.id)).all()
+
+
+def add_system(session: Session, system: System, agency_codes: Iterable[str]) -> None:
+    session.add(system)
+    for code in agency_codes:
+        system.agencies.append(SystemAgency(agency_code=code))
+
+
+# --- packets and deliveries -----------------------------------------------------------------------------
+
+
+def packet_by_doc_id(session: Session, doc_id: str, *, with_content: bool = False) -> Packet | None:
+    stmt = select(Packet).where(Packet.doc_id == doc_id)
+    if with_content:
+        stmt = stmt.options(undefer(Packet.content))
+    return session.scalars(stmt).first()
+
+
+def packet_by_sender_digest(session: Session, sender: str, sha256: str) -> Packet | None:
+    return session.scalars(
+        select(Packet).where(Packet.sender_code == sender, Packet.sha256 == sha256)
+    ).first()
+
+
+def documents_with_id(session: Session, sender: str, document_id: str) -> Sequence[Packet]:
+    return session.scalars(
+        select(Packet).where(
+            Packet.sender_code == sender,
+            Packet.document_id == document_id,
+            Packet.message_type == "edoc",
+        )
+    ).all()
+
+
+def delivery_of_document(
+    session: Session, *, sender: str, document_id: str, recipient: str
+) -> Delivery | None:
+    """The delivery to ``recipient`` of the newest document ``document_id`` sent by ``sender``."""
+    return session.scalars(
+        select(Delivery)
+        .join(Delivery.packet)
+        .where(
+            Packet.sender_code == sender,
+            Packet.document_id == document_id,
+            Packet.message_type == "edoc",
+            Delivery.recipient_code == recipient,
+        )
+        .order_by(Packet.id.desc())
+        .limit(1)
+    ).first()
+
+
+def recipients_of(session: Session, packet_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(Delivery.recipient_code).where(Delivery.packet_id == packet_id).order_by(Delivery.id)
+        )
+    )
+
+
+def deliveries_for(session: Session, packet_id: int, recipients: Iterable[str]) -> Sequence[Delivery]:
+    return session.scalars(
+        select(Delivery)
+        .where(Delivery.packet_id == packet_id, Delivery.recipient_code.in_(list(recipients)))
+        .order_by(Delivery.id)
+    ).all()
+
+
+def _date_range(stmt: Select, column, start: dt.datetime | None, end: dt.datetime | None) -> Select:  # type: ignore[no-untyped-def]
+    if start is not None:
+        stmt = stmt.where(column >= start)
+    if end is not None:
+        stmt = stmt.where(column < end)
+    return stmt
+
+
+def inbox(
+    session: Session,
+    recipients: Iterable[str],
+    message_type: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+) -> Sequence[Delivery]:
+    """Pending deliveries (not yet acknowledged done), oldest first: the order the gateway accepted them."""
+    stmt = select(Delivery).where(
+        Delivery.recipient_code.in_(list(recipients)),
+        Delivery.message_type == message_type,
+        Delivery.state.in_(INBOX_STATES),
+    )
+    stmt = _date_range(stmt, Delivery.created_at, start, end)
+    return session.scalars(stmt.order_by(Delivery.id).limit(limit)).all()
+
+
+def sent(
+    session: Session,
+    senders: Iterable[str],
+    *,
+    doc_id: str | None,
+    message_type: str | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+) -> Sequence[Delivery]:
+    """Deliveries of packets sent by ``senders``, newest packet first, recipients in delivery order."""
+    stmt = select(Delivery).join(Delivery.packet).where(Packet.sender_code.in_(list(senders)))
+    if doc_id is not None:
+        stmt = stmt.where(Packet.doc_id == doc_id)
+    if message_type is not None:
+        stmt = stmt.where(Packet.message_type == message_type)
+    stmt = _date_range(stmt, Packet.created_at, start, end)
+    return session.scalars(stmt.order_by(Packet.id.desc(), Delivery.id).limit(limit)).all()
+
+
+def mark_fetched(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) -> None:
+    ids = [d.id for d in deliveries if d.fetched_at is None]
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.fetched_at.is_(None))
+            .values(fetched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.state == "pending")
+            .values(state="fetched")
+            .execution_options(synchronize_session=False)
+        )
