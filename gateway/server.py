@@ -20,6 +20,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT)
+    # spyne logs every fault again at ERROR; ours are logged once, with their correlation id.
+    logging.getLogger("spyne").setLevel(logging.WARNING)
+    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
+    logging.getLogger("spyne.application.server").setLevel(logging.CRITICAL)
 
 
 class GatewayServer(BaseApplication):

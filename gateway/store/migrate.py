@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 
 from gateway.store.db import Database, database_errors
 
@@ -24,6 +25,9 @@ def alembic_config(url: str) -> AlembicConfig:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the database to ``revision`` (the newest by default)."""
     cfg = alembic_config(db.url)
+    url = make_url(db.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     with database_errors(), db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

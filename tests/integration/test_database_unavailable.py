@@ -1,0 +1,53 @@
+"""The database unavailable: a ``Server.Database.Unavailable`` fault with no internals, and the gateway
+recovers by itself when the database comes back."""
+
+from __future__ import annotations
+
+import pytest
+
+from lienthong_client import GatewayFault, LienthongClient
+from tests.support.packets import new_document
+from tests.support.pgserver import PostgresServer
+from tests.support.world import G22, H41, World
+
+INTERNALS = ("Traceback", "sqlalchemy", "psycopg", "sqlite", "OperationalError", "connection", "5432", "127.0.0.1")
+
+
+def assert_unavailable(call, gateway_log) -> None:
+    with pytest.raises(GatewayFault) as caught:
+        call()
+    fault = caught.value
+    assert fault.code == "Server.Database.Unavailable"
+    assert not any(word.lower() in fault.message.lower() for word in INTERNALS), fault.message
+    assert fault.correlation_id in gateway_log()
+
+
+def test_postgresql_down_then_back(tmp_path, pg_server):
+    # a server of its own, so stopping it disturbs no other test
+    with PostgresServer() as server:
+        world = World(tmp_path, server.create_database("lienthong_outage")).setup().start()
+        try:
+            vpcp = world.client("vpcp")
+            first = vpcp.send(new_document(G22, [H41]))
+            server.pause()
+            try:
+                assert_unavailable(lambda: vpcp.send(new_document(G22, [H41])), world.gateway.log_text)
+                assert_unavailable(lambda: vpcp.sent(), world.gateway.log_text)
+                assert world.gateway.is_running()
+            finally:
+                server.resume()
+            # back: the gateway reconnects without a restart, and nothing was lost or half-written
+            rows = vpcp.sent()
+            assert [r.docId for r in rows] == [first.docId]
+            assert vpcp.send(new_document(G22, [H41])).docId
+        finally:
+            world.stop()
+
+
+def test_sqlite_file_that_cannot_be_opened(tmp_path):
+    from gateway.launcher import GatewayProcess
+
+    with GatewayProcess(tmp_path, database_url="sqlite:////nonexistent-dir/lienthong.db") as gw:
+        client = LienthongClient(gw.url, "vpcp", "s" * 43, timeout=30)
+        assert_unavailable(lambda: client.agencies(), gw.log_text)
+        assert gw.is_running()
