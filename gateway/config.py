@@ -12,6 +12,8 @@ as a plain mapping, so tests pass a dict.
 - ``LIENTHONG_TIMEZONE`` / ``timezone``: the agencies' clock for date filters (``Asia/Ho_Chi_Minh``).
 - ``LIENTHONG_LOG_LEVEL`` / ``log_level``: ``INFO``.
 - ``LIENTHONG_SCHEMA_DIR`` / ``schema_dir``: where the edXML schemas are (the installed ``xsd/``).
+- ``LIENTHONG_PUBLIC_URL`` / ``public_url``: the endpoint address written in the served WSDL (default:
+  the address the WSDL was requested at).
 
 All problems are reported together in one :class:`~gateway.errors.ConfigError`.
 """
@@ -57,12 +59,13 @@ class Config:
     timezone: str = "Asia/Ho_Chi_Minh"
     log_level: str = "INFO"
     schema_dir: Path | None = None
+    public_url: str | None = None
 
     def __repr__(self) -> str:  # the URL may carry a password
         return (
             f"Config(data_dir={str(self.data_dir)!r}, database_url={_redact_url(self.database_url)!r}, "
             f"max_packet_bytes={self.max_packet_bytes}, timezone={self.timezone!r}, "
-            f"log_level={self.log_level!r}, schema_dir={self.schema_dir!r})"
+            f"log_level={self.log_level!r}, schema_dir={self.schema_dir!r}, public_url={self.public_url!r})"
         )
 
     __str__ = __repr__
@@ -103,7 +106,7 @@ class Config:
         elif cfg_file:
             problems.append(f"LIENTHONG_CONFIG names {path}, which does not exist")
 
-        known = {"database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir"}
+        known = {"database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url"}
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
@@ -144,6 +147,10 @@ class Config:
         if schema_dir is not None and not Path(schema_dir).is_dir():
             problems.append(f"schema_dir {schema_dir} is not a directory")
 
+        public_url = pick("public_url", "LIENTHONG_PUBLIC_URL")
+        if public_url is not None and not str(public_url).startswith(("http://", "https://")):
+            problems.append(f"public_url must start with http:// or https://, got {public_url!r}")
+
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -153,4 +160,5 @@ class Config:
             timezone=tz,
             log_level=level,
             schema_dir=Path(schema_dir) if schema_dir else None,
+            public_url=str(public_url) if public_url else None,
         )

@@ -12,7 +12,7 @@ from spyne.server.wsgi import WsgiApplication
 
 from gateway.axis import Axis
 from gateway.config import Config
-from gateway.resources import load_schemas
+from gateway.resources import load_schemas, wsdl_path
 from gateway.soap.faults import TNS, LienthongFault, detail_element, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
 from gateway.soap.service import LienthongService
@@ -63,13 +63,52 @@ def build_application() -> Application:
 
 
 def generate_wsdl(address: str = WSDL_PLACEHOLDER_ADDRESS) -> bytes:
-    """The WSDL exactly as the service serves it when asked at ``address``."""
-    app = build_application()
+    """The WSDL spyne derives from the service, indented for reading; ``wsdl/lienthong.wsdl`` is this with
+    the placeholder address, and the guard serves that file with the address it is reached at."""
     from spyne.interface.wsdl import Wsdl11
+
+    app = build_application()
+    app.transport = "http://schemas.xmlsoap.org/soap/http"  # what WsgiApplication sets when serving
 
     wsdl = Wsdl11(app.interface)
     wsdl.build_interface_document(address)
-    return wsdl.get_interface_document()
+    tree = etree.fromstring(wsdl.get_interface_document())
+    _stable_order(tree)
+    etree.indent(tree, space="  ")
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _stable_order(definitions: etree._Element) -> None:
+    """spyne emits types and messages in hash order; sort them so the WSDL is the same on every run."""
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    wsdl = "{http://schemas.xmlsoap.org/wsdl/}"
+
+    def by_name(parent: etree._Element, tags: tuple[str, ...]) -> None:
+        movable = [c for c in parent if c.tag in tags]
+        for child in movable:
+            parent.remove(child)
+        movable.sort(key=lambda c: (tags.index(c.tag), c.get("name", "")))
+        anchor = len([c for c in parent if c.tag not in tags and c.tag != f"{wsdl}documentation"])
+        for offset, child in enumerate(movable):
+            parent.insert(anchor + offset if parent.tag == f"{xs}schema" else len(parent), child)
+
+    for schema in definitions.iter(f"{xs}schema"):
+        by_name(schema, (f"{xs}import", f"{xs}simpleType", f"{xs}complexType", f"{xs}element"))
+    for section in (f"{wsdl}portType", f"{wsdl}binding"):
+        for el in definitions.iter(section):
+            by_name(el, (f"{wsdl}operation",))
+    parts = {
+        tag: [c for c in definitions if c.tag == tag]
+        for tag in (f"{wsdl}types", f"{wsdl}message", f"{wsdl}service", f"{wsdl}portType", f"{wsdl}binding")
+    }
+    for children in parts.values():
+        for child in children:
+            definitions.remove(child)
+    for tag, children in parts.items():
+        for child in (
+            sorted(children, key=lambda c: c.get("name", "")) if tag == f"{wsdl}message" else children
+        ):
+            definitions.append(child)
 
 
 def create_app(config: Config, *, db: Database | None = None) -> Guard:
@@ -84,6 +123,12 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
     app = build_application()
     app.lienthong_axis = axis  # read by the service methods through ctx.app
     wsgi = WsgiApplication(app, max_content_length=config.max_request_bytes + 1)
-    guard = Guard(wsgi, max_request_bytes=config.max_request_bytes)
+    guard = Guard(
+        wsgi,
+        max_request_bytes=config.max_request_bytes,
+        wsdl=wsdl_path().read_bytes(),
+        wsdl_placeholder=WSDL_PLACEHOLDER_ADDRESS,
+        public_url=config.public_url,
+    )
     guard.axis = axis  # type: ignore[attr-defined]
     return guard

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +45,7 @@ ENV_CREDENTIALS = "lienthong.credentials"
 ENV_CORRELATION = "lienthong.correlation_id"
 
 StartResponse = Callable[..., Any]
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
 def _envelope_error(message: str) -> errors.MalformedEnvelope:
@@ -124,16 +126,47 @@ def read_credentials(header: etree._Element | None) -> UsernameToken | None:
 class Guard:
     """WSGI middleware in front of the spyne application."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], *, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        *,
+        max_request_bytes: int,
+        wsdl: bytes,
+        wsdl_placeholder: str,
+        public_url: str | None = None,
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
+        self.wsdl = wsdl
+        self.wsdl_placeholder = wsdl_placeholder.encode()
+        self.public_url = public_url
+
+    def _serve_wsdl(self, environ: dict[str, Any], start_response: StartResponse, cid: str) -> list[bytes]:
+        """The checked-in WSDL, with the address this gateway is reached at."""
+        address = self.public_url
+        if address is None:
+            host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+            if not _HOST_RE.fullmatch(host):
+                host = f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+            address = f"{environ.get('wsgi.url_scheme', 'http')}://{host}/"
+        body = self.wsdl.replace(self.wsdl_placeholder, address.encode())
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/xml; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("X-Correlation-Id", cid),
+            ],
+        )
+        return [body]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         cid = new_correlation_id()
         environ[ENV_CORRELATION] = cid
         try:
-            self._admit(environ)
+            if self._admit(environ):
+                return self._serve_wsdl(environ, start_response, cid)
         except BaseException as exc:
             err = (
                 exc
@@ -165,12 +198,13 @@ class Guard:
         )
         return result
 
-    def _admit(self, environ: dict[str, Any]) -> None:
+    def _admit(self, environ: dict[str, Any]) -> bool:
+        """Check the request; True means "serve the WSDL", False "hand it to spyne"."""
         method = environ.get("REQUEST_METHOD", "GET").upper()
         query = environ.get("QUERY_STRING", "")
         if method == "GET":
             if query.lower() == "wsdl" and environ.get("PATH_INFO", "/") in ("", "/"):
-                return  # spyne serves the WSDL
+                return True
             raise errors.MethodNotAllowed(
                 "operations are called with POST; the contract is at GET /?wsdl", allow="GET, POST"
             )
@@ -207,6 +241,7 @@ class Guard:
         environ[ENV_TREE] = tree
         environ["wsgi.input"] = io.BytesIO(b"")  # spyne works on ENV_TREE, not on a second parse
         environ["CONTENT_LENGTH"] = "0"
+        return False
 
     @staticmethod
     def _fault(start_response: StartResponse, err: errors.LienthongError, cid: str) -> list[bytes]:

@@ -7,14 +7,14 @@ import os
 
 import pytest
 import requests
-
 from lienthong_client import GatewayFault
+
 from tests.conftest import DATA, MAX_PACKET, SHARED
 from tests.support import raw
 from tests.support.packets import new_document, status_for
 from tests.support.world import G22, H41, H49, K41
 
-INTERNALS = ("Traceback", "sqlalchemy", "psycopg", "sqlite3", "OperationalError", "File \"", "127.0.0.1:")
+INTERNALS = ("Traceback", "sqlalchemy", "psycopg", "sqlite3", "OperationalError", 'File "', "127.0.0.1:")
 
 
 def still_serving(world) -> None:
@@ -52,11 +52,15 @@ def refused_raw(world, body: bytes, code: str, *, status: int | None = None, **k
 
 
 def test_bytes_that_are_not_xml(world):
-    fault = refused(world, lambda: world.client("vpcp").send(b"%PDF-1.7 this is not xml"), "Client.Packet.NotXml")
+    fault = refused(
+        world, lambda: world.client("vpcp").send(b"%PDF-1.7 this is not xml"), "Client.Packet.NotXml"
+    )
     assert "well-formed" in fault.message
 
 
-@pytest.mark.parametrize("name", ["dtd_internal_entity.edxml", "dtd_xxe_file.edxml", "dtd_billion_laughs.edxml"])
+@pytest.mark.parametrize(
+    "name", ["dtd_internal_entity.edxml", "dtd_xxe_file.edxml", "dtd_billion_laughs.edxml"]
+)
 def test_doctype_or_entity(world, name):
     data = (DATA / "invalid" / name).read_bytes()
     fault = refused(world, lambda: world.client("vpcp").send(data), "Client.Packet.DtdForbidden")
@@ -175,7 +179,9 @@ def test_bad_arguments(world):
 
 
 def test_directory_changes_need_an_administrator(world):
-    refused(world, lambda: world.client("vpcp").register_agency("000.00.00.H98", "X"), "Client.Auth.AdminRequired")
+    refused(
+        world, lambda: world.client("vpcp").register_agency("000.00.00.H98", "X"), "Client.Auth.AdminRequired"
+    )
     refused(world, lambda: world.client("vpcp").delete_agency(H41), "Client.Auth.AdminRequired")
     refused(world, lambda: world.client("admin").delete_agency("000.00.00.Q00"), "Client.Agency.NotFound")
 
@@ -188,7 +194,10 @@ def test_request_not_xml(world):
 
 
 def test_request_with_doctype(world):
-    body = b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + raw.envelope("<tns:getAgenciesList/>")[38:]
+    body = (
+        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        + raw.envelope("<tns:getAgenciesList/>")[38:]
+    )
     refused_raw(world, body, "Client.Request.DtdForbidden")
 
 
@@ -213,8 +222,13 @@ def test_request_over_the_limit_is_refused_before_reading(world):
 
 
 def test_wrong_content_type(world):
-    refused_raw(world, raw.envelope("<tns:getAgenciesList/>"), "Client.Request.BadContentType",
-                status=415, content_type="application/json")
+    refused_raw(
+        world,
+        raw.envelope("<tns:getAgenciesList/>"),
+        "Client.Request.BadContentType",
+        status=415,
+        content_type="application/json",
+    )
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
@@ -232,7 +246,9 @@ def test_two_bodies_or_two_payloads(world):
     two_payloads = raw.envelope("<tns:getAgenciesList/><tns:getAgenciesList/>", sec)
     refused_raw(world, two_payloads, "Client.Request.MalformedEnvelope")
     one = raw.envelope("<tns:getAgenciesList/>", sec).decode()
-    two_bodies = one.replace("</soapenv:Body>", "</soapenv:Body><soapenv:Body><tns:getAgenciesList/></soapenv:Body>")
+    two_bodies = one.replace(
+        "</soapenv:Body>", "</soapenv:Body><soapenv:Body><tns:getAgenciesList/></soapenv:Body>"
+    )
     refused_raw(world, two_bodies.encode(), "Client.Request.MalformedEnvelope")
 
 

@@ -4,13 +4,22 @@ recovers by itself when the database comes back."""
 from __future__ import annotations
 
 import pytest
-
 from lienthong_client import GatewayFault, LienthongClient
+
 from tests.support.packets import new_document
 from tests.support.pgserver import PostgresServer
 from tests.support.world import G22, H41, World
 
-INTERNALS = ("Traceback", "sqlalchemy", "psycopg", "sqlite", "OperationalError", "connection", "5432", "127.0.0.1")
+INTERNALS = (
+    "Traceback",
+    "sqlalchemy",
+    "psycopg",
+    "sqlite",
+    "OperationalError",
+    "connection",
+    "5432",
+    "127.0.0.1",
+)
 
 
 def assert_unavailable(call, gateway_log) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from lienthong_client import GatewayFault
+
 from tests.support.packets import new_document, status_for
 from tests.support.world import G01, G22, H41, H49
 
@@ -87,7 +87,9 @@ def test_update_may_reuse_the_document_id(world):
     vpcp = world.client("vpcp")
     original = new_document(G22, [H41])
     vpcp.send(original)
-    update = original.replace(b"<BussinessDocType>0</BussinessDocType>", b"<BussinessDocType>2</BussinessDocType>")
+    update = original.replace(
+        b"<BussinessDocType>0</BussinessDocType>", b"<BussinessDocType>2</BussinessDocType>"
+    )
     assert update != original
     result = vpcp.send(update)
     assert result.docId and result.duplicate is False
@@ -132,7 +134,9 @@ def test_directory_and_its_administration(world):
     assert {a.code for a in vpcp.agencies("Nghệ An")} == {H41, "000.00.00.K41"}
     assert {a.code for a in vpcp.agencies("h41")} == {H41}
 
-    created = admin.register_agency("000.00.00.H99", "UBND tỉnh Thử nghiệm", parent_code=None, email="vt@example.vn")
+    created = admin.register_agency(
+        "000.00.00.H99", "UBND tỉnh Thử nghiệm", parent_code=None, email="vt@example.vn"
+    )
     assert created.active is True
     assert vpcp.send(new_document(G22, ["000.00.00.H99"])).recipients == ["000.00.00.H99"]
     deleted = admin.delete_agency("000.00.00.H99")

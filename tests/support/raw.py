@@ -49,7 +49,9 @@ def parse_reply(resp: requests.Response) -> Reply:
         if fault is not None:
             detail = fault.find(f"detail/{{{TNS}}}LienthongFault")
             code = detail.findtext(f"{{{TNS}}}code") if detail is not None else fault.findtext("faultcode")
-            message = detail.findtext(f"{{{TNS}}}message") if detail is not None else fault.findtext("faultstring")
+            message = (
+                detail.findtext(f"{{{TNS}}}message") if detail is not None else fault.findtext("faultstring")
+            )
             cid = detail.findtext(f"{{{TNS}}}correlationId") if detail is not None else None
     except etree.XMLSyntaxError:
         pass

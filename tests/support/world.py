@@ -77,8 +77,13 @@ class World:
                 self.secret_files[system_id] = path
                 repo.add_system(
                     session,
-                    System(id=system_id, secret_hash=hash_secret(secret), is_admin=admin, active=True,
-                           created_at=now),
+                    System(
+                        id=system_id,
+                        secret_hash=hash_secret(secret),
+                        is_admin=admin,
+                        active=True,
+                        created_at=now,
+                    ),
                     agencies,
                 )
             session.commit()

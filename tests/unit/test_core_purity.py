@@ -9,8 +9,21 @@ import gateway.core
 
 CORE = Path(gateway.core.__file__).parent
 FORBIDDEN_MODULES = {
-    "spyne", "sqlalchemy", "alembic", "requests", "zeep", "socket", "http", "urllib", "subprocess",
-    "gunicorn", "os", "pathlib", "time", "logging", "random",
+    "spyne",
+    "sqlalchemy",
+    "alembic",
+    "requests",
+    "zeep",
+    "socket",
+    "http",
+    "urllib",
+    "subprocess",
+    "gunicorn",
+    "os",
+    "pathlib",
+    "time",
+    "logging",
+    "random",
 }
 FORBIDDEN_CALLS = {"open", "now", "utcnow", "today", "getenv"}
 

@@ -45,7 +45,11 @@ def test_config_from_environment_mapping_and_file(tmp_path):
 def test_config_reports_every_problem_at_once(tmp_path):
     with pytest.raises(errors.ConfigError) as caught:
         Config.from_sources(
-            {"LIENTHONG_MAX_PACKET_BYTES": "lots", "LIENTHONG_TIMEZONE": "Mars/Base", "LIENTHONG_LOG_LEVEL": "x"},
+            {
+                "LIENTHONG_MAX_PACKET_BYTES": "lots",
+                "LIENTHONG_TIMEZONE": "Mars/Base",
+                "LIENTHONG_LOG_LEVEL": "x",
+            },
             data_dir=tmp_path,
         )
     assert len(caught.value.problems) == 3
