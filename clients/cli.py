@@ -17,11 +17,13 @@ from typing import Any
 from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
 from lienthong_client.sync import store_packet, sync
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+# Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _iso(value: Any) -> str | None:
@@ -267,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             def item(doc_id: str, path: Path | None, problem: str | None) -> None:
                 progress.advance(task)
                 if problem:
-                    progress.console.print(f"[red]{doc_id}: {problem}")
+                    progress.console.print(f"[red]{escape(doc_id)}: {escape(problem)}")
 
             report = sync(client, args.output, message_types=types, on_listed=listed, on_item=item)
         for path in report.stored:
@@ -282,17 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except GatewayFault as exc:
-        err.print(
-            f"[red]refused[/red] {exc.code}: {exc.message}"
-            + (f" [correlation id {exc.correlation_id}]" if exc.correlation_id else ""),
-            highlight=False,
+        text = f"{exc.code}: {exc.message}" + (
+            f" [correlation id {exc.correlation_id}]" if exc.correlation_id else ""
         )
+        err.print(f"[red]refused[/red] {escape(text)}", highlight=False)
         return 1
     except GatewayUnreachable as exc:
-        err.print(f"[red]unreachable[/red] {exc}", highlight=False)
+        err.print(f"[red]unreachable[/red] {escape(str(exc))}", highlight=False)
         return 3
     except OSError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         return 2
 
 

@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gateway import errors
 from gateway.config import Config
 
-out = Console()
-err = Console(stderr=True)
+# Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -330,10 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except errors.ConfigError as exc:
-        err.print("[red]configuration problems:[/red]\n  " + "\n  ".join(exc.problems), highlight=False)
+        err.print(
+            "[red]configuration problems:[/red]\n  " + escape("\n  ".join(exc.problems)), highlight=False
+        )
         return 1
     except errors.LienthongError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return 1
 
 

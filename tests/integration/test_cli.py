@@ -1,0 +1,212 @@
+"""The two command lines as an operator and an agency's integrator use them, and `lienthong demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.launcher import GatewayProcess
+from tests.support.packets import new_document, status_for
+
+BIN = Path(sys.executable).parent
+G22, H41 = "000.00.00.G22", "000.00.00.H41"
+
+
+def lienthong(*args: str, data_dir: Path, check: bool = True, env: dict | None = None):
+    proc = subprocess.run(
+        [str(BIN / "lienthong"), "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("LIENTHONG_")}, **(env or {})},
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+def client(url: str, system: str, secret_file: Path, *args: str, check: bool = True):
+    proc = subprocess.run(
+        [
+            str(BIN / "lienthong-client"),
+            "--endpoint",
+            url,
+            "--system",
+            system,
+            "--secret-file",
+            str(secret_file),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+def test_console_scripts_are_installed_and_document_themselves():
+    for script, commands in (
+        ("lienthong", ["init", "db", "agency", "system", "serve", "demo", "wsdl"]),
+        ("lienthong-client", ["send", "inbox", "fetch", "ack", "sent", "agencies", "sync"]),
+    ):
+        out = subprocess.run([str(BIN / script), "--help"], capture_output=True, text=True, check=True).stdout
+        for command in commands:
+            assert command in out
+            sub = subprocess.run([str(BIN / script), command, "--help"], capture_output=True, text=True)
+            assert sub.returncode == 0 and "usage:" in sub.stdout, (script, command, sub.stderr)
+    for nested in (
+        ["db", "upgrade"],
+        ["agency", "add"],
+        ["agency", "list"],
+        ["agency", "disable"],
+        ["system", "add"],
+        ["system", "list"],
+    ):
+        sub = subprocess.run([str(BIN / "lienthong"), *nested, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage:" in sub.stdout
+
+
+@pytest.fixture(scope="module")
+def operated(tmp_path_factory):
+    """A gateway set up only through `lienthong` commands, then served."""
+    data = tmp_path_factory.mktemp("operator")
+    lienthong("init", data_dir=data)
+    lienthong("db", "upgrade", data_dir=data)  # idempotent
+    lienthong(
+        "agency", "add", G22, "--name", "Văn phòng Chính phủ", "--email", "vanthu@chinhphu.vn", data_dir=data
+    )
+    lienthong("agency", "add", H41, "--name", "UBND tỉnh Nghệ An", "--parent", G22, data_dir=data)
+    secrets = {}
+    for system, agency in (("vpcp", G22), ("nghean", H41)):
+        proc = lienthong("system", "add", system, "--agency", agency, "--generate-secret", data_dir=data)
+        secret = proc.stdout.strip()
+        assert len(secret) >= 32 and secret not in proc.stderr
+        path = data / f"{system}.secret"
+        path.write_text(secret + "\n")
+        secrets[system] = path
+    with GatewayProcess(data) as gw:
+        yield data, gw, secrets
+
+
+def test_operator_commands(operated):
+    data, _gw, _secrets = operated
+    agencies = json.loads(lienthong("agency", "list", "--json", data_dir=data).stdout)
+    assert [(a["code"], a["name"], a["active"]) for a in agencies] == [
+        (G22, "Văn phòng Chính phủ", True),
+        (H41, "UBND tỉnh Nghệ An", True),
+    ]
+    assert agencies[1]["parentCode"] == G22
+    systems = json.loads(lienthong("system", "list", "--json", data_dir=data).stdout)
+    assert {s["id"]: s["agencies"] for s in systems} == {"nghean": [H41], "vpcp": [G22]}
+    assert all("secret" not in json.dumps(s).lower() for s in systems)
+    # secrets are stored only as salted hashes
+    db_bytes = b"".join(p.read_bytes() for p in data.glob("lienthong.db*"))
+    assert len(db_bytes) > 0
+    for path in _secrets.values():
+        assert path.read_text().strip().encode() not in db_bytes
+    table = lienthong("agency", "list", data_dir=data).stdout
+    assert "2 agencies" in table and G22 in table and "UBND tỉnh Nghệ An" in table
+
+
+def test_operator_refusals_are_clear(operated, tmp_path):
+    data, _gw, _secrets = operated
+    weak = tmp_path / "weak.secret"
+    weak.write_text("password")
+    proc = lienthong(
+        "system", "add", "x", "--agency", G22, "--secret-file", str(weak), data_dir=data, check=False
+    )
+    assert proc.returncode == 1 and "at least 32" in proc.stderr
+    proc = lienthong(
+        "system", "add", "y", "--agency", "000.00.00.Z99", "--generate-secret", data_dir=data, check=False
+    )
+    assert proc.returncode == 1 and "000.00.00.Z99" in proc.stderr
+    proc = lienthong("agency", "disable", "000.00.00.Z99", data_dir=data, check=False)
+    assert proc.returncode == 1
+    proc = lienthong("agency", "list", data_dir=data, check=False, env={"LIENTHONG_MAX_PACKET_BYTES": "huge"})
+    assert proc.returncode == 1 and "max_packet_bytes" in proc.stderr
+
+
+def test_client_commands_end_to_end(operated, tmp_path):
+    _data, gw, secrets = operated
+    doc = new_document(G22, [H41])
+    (tmp_path / "doc.edxml").write_bytes(doc)
+    sent = json.loads(
+        client(gw.url, "vpcp", secrets["vpcp"], "send", str(tmp_path / "doc.edxml"), "--json").stdout
+    )
+    doc_id = sent[0]["docId"]
+    assert sent[0]["recipients"] == [H41] and sent[0]["messageType"] == "edoc"
+
+    inbox = json.loads(client(gw.url, "nghean", secrets["nghean"], "inbox", "--json").stdout)
+    assert [i["docId"] for i in inbox] == [doc_id] and inbox[0]["from"] == G22
+
+    out = tmp_path / "received"
+    client(gw.url, "nghean", secrets["nghean"], "fetch", doc_id, "-o", str(out))
+    stored = list(out.glob(f"*/*/{doc_id}.edxml"))
+    assert len(stored) == 1 and stored[0].read_bytes() == doc
+    year, month = stored[0].parent.parent.name, stored[0].parent.name
+    assert len(year) == 4 and month == str(int(month))  # DIR/yyyy/m/DOCID.edxml
+
+    client(gw.url, "nghean", secrets["nghean"], "ack", doc_id, "--fail", "chưa đọc được")
+    rows = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "sent", "--json", "--doc-id", doc_id).stdout)
+    assert rows[0]["transportState"] == "fail" and rows[0]["failReason"] == "chưa đọc được"
+    client(gw.url, "nghean", secrets["nghean"], "ack", doc_id)
+    assert json.loads(client(gw.url, "nghean", secrets["nghean"], "inbox", "--json").stdout) == []
+
+    (tmp_path / "status.edxml").write_bytes(status_for(doc, H41, "03", "Đã vào sổ"))
+    client(gw.url, "nghean", secrets["nghean"], "send", str(tmp_path / "status.edxml"))
+    status_inbox = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "inbox", "--status", "--json").stdout)
+    assert [s["statusCode"] for s in status_inbox] == ["03"]
+
+    agencies = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "agencies", "--json").stdout)
+    assert {a["code"] for a in agencies} == {G22, H41}
+
+
+def test_client_sync_loop(operated, tmp_path):
+    _data, gw, secrets = operated
+    docs = [new_document(G22, [H41]) for _ in range(3)]
+    for i, doc in enumerate(docs):
+        (tmp_path / f"d{i}.edxml").write_bytes(doc)
+    client(gw.url, "vpcp", secrets["vpcp"], "send", *[str(tmp_path / f"d{i}.edxml") for i in range(3)])
+    out = tmp_path / "inbox"
+    proc = client(gw.url, "nghean", secrets["nghean"], "sync", "-o", str(out))
+    assert "3 stored and acknowledged, 0 failed" in proc.stdout
+    assert sorted(p.read_bytes() for p in out.rglob("*.edxml")) == sorted(docs)
+    assert not list(out.rglob("*.part"))
+    assert json.loads(client(gw.url, "nghean", secrets["nghean"], "inbox", "--json").stdout) == []
+    # nothing pending: a second run stores nothing
+    assert "0 stored" in client(gw.url, "nghean", secrets["nghean"], "sync", "-o", str(out)).stdout
+
+
+def test_client_reports_faults_with_their_code(operated, tmp_path):
+    _data, gw, secrets = operated
+    (tmp_path / "bad.edxml").write_bytes(b"not xml")
+    proc = client(gw.url, "vpcp", secrets["vpcp"], "send", str(tmp_path / "bad.edxml"), check=False)
+    assert proc.returncode == 1
+    assert "Client.Packet.NotXml" in proc.stderr and "correlation id" in proc.stderr
+    proc = client("http://127.0.0.1:9/", "vpcp", secrets["vpcp"], "agencies", check=False)
+    assert proc.returncode == 3
+
+
+def test_demo_runs_the_whole_exchange_and_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIENTHONG_")}
+    env["TMPDIR"] = str(tmp_path)
+    env["COLUMNS"] = "160"
+    proc = subprocess.run(
+        [str(BIN / "lienthong"), "demo"], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for text in (G22, H41, "000.00.00.H49", "01 arrived", "03 accepted", "demo complete"):
+        assert text in out, out
+    table = out[out.index("What 000.00.00.G22 sees") :]
+    assert table.count("done") == 2 and table.count("03 accepted") == 2
+    assert list(tmp_path.iterdir()) == []  # the temporary gateway and its database are gone
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps and "lienthong-demo" not in ps
