@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
-from lienthong_client.sync import store_packet, sync
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+
+from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
+from lienthong_client.sync import store_packet, sync
 
 # Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 200)

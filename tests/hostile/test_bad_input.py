@@ -7,8 +7,8 @@ import os
 
 import pytest
 import requests
-from lienthong_client import GatewayFault
 
+from lienthong_client import GatewayFault
 from tests.conftest import DATA, MAX_PACKET, SHARED
 from tests.support import raw
 from tests.support.packets import new_document, status_for

@@ -55,7 +55,9 @@ def test_two_gateways_one_database(world: World, tmp_path):
             return system, got
 
         with ThreadPoolExecutor(max_workers=4) as pool:
-            drained = list(pool.map(drain, [("nghean", 0), ("nghean", 1), ("quangninh", 0), ("quangninh", 1)]))
+            drained = list(
+                pool.map(drain, [("nghean", 0), ("nghean", 1), ("quangninh", 0), ("quangninh", 1)])
+            )
         for system in ("nghean", "quangninh"):
             seen = [d for s, got in drained if s == system for d in got]
             assert set(seen) == all_ids, f"{system} lost packets"

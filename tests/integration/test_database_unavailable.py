@@ -4,8 +4,8 @@ recovers by itself when the database comes back."""
 from __future__ import annotations
 
 import pytest
-from lienthong_client import GatewayFault, LienthongClient
 
+from lienthong_client import GatewayFault, LienthongClient
 from tests.support.packets import new_document
 from tests.support.pgserver import PostgresServer
 from tests.support.world import G22, H41, World

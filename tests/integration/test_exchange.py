@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from lienthong_client import GatewayFault
 
+from lienthong_client import GatewayFault
 from tests.support.packets import new_document, status_for
 from tests.support.world import G01, G22, H41, H49
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lienthong_client.packets import build_document
 
+from lienthong_client.packets import build_document
 from tests.support.world import AGENCIES, G22, H41, K41
 
 pytestmark = pytest.mark.interop
