@@ -17,7 +17,6 @@ from tests.support.pgserver import PostgresServer, pg_skip_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-SHARED = ROOT.parent / "shared"
 
 _db_counter = itertools.count()
 #: the packet size limit of the test gateways (small, so the size refusal is cheap to test)

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from lienthong_client import GatewayFault
-from tests.conftest import DATA, MAX_PACKET, SHARED
+from tests.conftest import DATA, MAX_PACKET
 from tests.support import raw
 from tests.support.packets import new_document, status_for
 from tests.support.world import G22, H41, H49, K41
@@ -261,7 +261,7 @@ def test_soap_encoding_references(world):
 def test_a_valid_raw_request_works(world):
     """The hand-made requests above are refused for their fault, not for how they are made."""
     sec = raw.security_header("vpcp", world.secrets["vpcp"])
-    packet = (SHARED / "samples" / "edoc_new.edxml").read_bytes()
+    packet = (DATA / "valid" / "edoc_new.edxml").read_bytes()
     reply = raw.post(world.url, raw.envelope(raw.send_edoc_payload(packet), sec))
     assert reply.status == 200 and reply.code is None, reply.body[:500]
     assert b"docId" in reply.body

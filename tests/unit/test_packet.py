@@ -9,7 +9,7 @@ import pytest
 
 from gateway import errors
 from gateway.core.packet import EDOC, STATUS, Limits, read_packet
-from tests.conftest import DATA, SHARED
+from tests.conftest import DATA
 
 LIMITS = Limits(max_packet_bytes=1024 * 1024)
 MANIFEST = json.loads((DATA / "invalid" / "manifest.json").read_text(encoding="utf-8"))
@@ -45,8 +45,8 @@ def test_every_invalid_file_is_in_the_manifest():
     assert on_disk == set(MANIFEST)
 
 
-def test_shared_samples_read_as_the_domain_says(schemas):
-    doc = read_packet((SHARED / "samples" / "edoc_new.edxml").read_bytes(), schemas, LIMITS)
+def test_the_reference_samples_read_as_the_domain_says(schemas):
+    doc = read_packet((DATA / "valid" / "edoc_new.edxml").read_bytes(), schemas, LIMITS)
     assert doc.from_organ == "000.00.00.G22"
     assert doc.to_organs == ("000.00.00.H41", "000.00.00.H49")
     assert doc.document_id == "000.00.00.G22,2026/12/04,1234/VPCP-KSTT"
@@ -54,7 +54,7 @@ def test_shared_samples_read_as_the_domain_says(schemas):
     assert doc.subject.startswith("V/v triển khai")
     assert doc.business.doc_type == 0
 
-    status = read_packet((SHARED / "samples" / "status_accepted.edxml").read_bytes(), schemas, LIMITS)
+    status = read_packet((DATA / "valid" / "status_accepted.edxml").read_bytes(), schemas, LIMITS)
     assert status.kind == STATUS
     assert status.from_organ == "000.00.00.H41"
     assert status.to_organs == ("000.00.00.G22",)
@@ -70,7 +70,7 @@ def test_header_children_in_any_order(schemas):
 
 
 def test_duplicate_recipients_are_delivered_once(schemas):
-    data = (SHARED / "samples" / "edoc_new.edxml").read_bytes()
+    data = (DATA / "valid" / "edoc_new.edxml").read_bytes()
     doubled = data.replace(
         b"<To>\n          <OrganId>000.00.00.H49</OrganId>",
         b"<To><OrganId>000.00.00.H41</OrganId></To>\n        <To>\n          <OrganId>000.00.00.H49</OrganId>",
@@ -89,3 +89,11 @@ def test_business_fields_of_a_recall(schemas):
     packet = read_packet((DATA / "valid" / "edoc_recall.edxml").read_bytes(), schemas, LIMITS)
     assert packet.business.doc_type == 1
     assert packet.business.document_id
+
+
+def test_golden_copies_match_the_shared_samples_when_present():
+    shared = DATA.parents[2] / "shared" / "samples"
+    if not shared.is_dir():
+        pytest.skip("../shared/samples is not beside this checkout")
+    for name in ("edoc_new.edxml", "status_accepted.edxml"):
+        assert (DATA / "valid" / name).read_bytes() == (shared / name).read_bytes()

@@ -7,19 +7,19 @@ import pytest
 from gateway import errors
 from gateway.core.packet import Limits, read_packet
 from gateway.core.routing import AgencyState, Identity, route_document, route_status
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 G22, H41, H49 = "000.00.00.G22", "000.00.00.H41", "000.00.00.H49"
 
 
 @pytest.fixture
 def doc(schemas):
-    return read_packet((SHARED / "samples" / "edoc_new.edxml").read_bytes(), schemas, Limits(10**6))
+    return read_packet((DATA / "valid" / "edoc_new.edxml").read_bytes(), schemas, Limits(10**6))
 
 
 @pytest.fixture
 def status(schemas):
-    return read_packet((SHARED / "samples" / "status_accepted.edxml").read_bytes(), schemas, Limits(10**6))
+    return read_packet((DATA / "valid" / "status_accepted.edxml").read_bytes(), schemas, Limits(10**6))
 
 
 def directory(*codes, inactive=()):
