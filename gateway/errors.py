@@ -25,6 +25,24 @@ place; nothing else builds a fault.
     │   │   ├── NotEdxml                         Client.Packet.NotEdxml
     │   │   ├── SchemaInvalid                    Client.Packet.SchemaInvalid
     │   │   └── DuplicateDocumentId              Client.Packet.DuplicateDocumentId
+    │   ├── SealError                            the issuing agency's XML signature on the packet
+    │   │   ├── SealMissing                      Client.Seal.Missing
+    │   │   ├── SealMultiple                     Client.Seal.Multiple
+    │   │   ├── SealMisplaced                    Client.Seal.Misplaced
+    │   │   ├── SealMalformed                    Client.Seal.Malformed
+    │   │   ├── SealReferenceNotWhole            Client.Seal.ReferenceNotWhole
+    │   │   ├── SealExtraReference               Client.Seal.ExtraReference
+    │   │   ├── SealTransformNotAllowed          Client.Seal.TransformNotAllowed
+    │   │   ├── SealAlgorithmNotAllowed          Client.Seal.AlgorithmNotAllowed
+    │   │   ├── SealCommentInContent             Client.Seal.CommentInContent
+    │   │   ├── SealDigestMismatch               Client.Seal.DigestMismatch
+    │   │   ├── SealKeyMismatch                  Client.Seal.KeyMismatch
+    │   │   ├── CertificateExpired               Client.Seal.CertificateExpired
+    │   │   ├── CertificateNotYetValid           Client.Seal.CertificateNotYetValid
+    │   │   ├── CertificateSelfSigned            Client.Seal.SelfSigned
+    │   │   ├── CertificateUntrusted             Client.Seal.UntrustedCertificate
+    │   │   ├── CertificateRevoked               Client.Seal.CertificateRevoked
+    │   │   └── SealWrongAgency                  Client.Seal.WrongAgency
     │   ├── RoutingError                         where the packet may go
     │   │   ├── UnknownRecipient                 Client.Routing.UnknownRecipient
     │   │   ├── InactiveRecipient                Client.Routing.InactiveRecipient
@@ -154,6 +172,83 @@ class SchemaInvalid(PacketError):
 
 class DuplicateDocumentId(PacketError):
     code = "Client.Packet.DuplicateDocumentId"
+
+
+# --- seals ----------------------------------------------------------------------------------------------
+
+
+class SealError(ClientError):
+    """The packet's XML signature is missing, malformed, invalid, untrusted or not the sender's."""
+
+    code = "Client.Seal"
+
+
+class SealMissing(SealError):
+    code = "Client.Seal.Missing"
+
+
+class SealMultiple(SealError):
+    code = "Client.Seal.Multiple"
+
+
+class SealMisplaced(SealError):
+    code = "Client.Seal.Misplaced"
+
+
+class SealMalformed(SealError):
+    code = "Client.Seal.Malformed"
+
+
+class SealReferenceNotWhole(SealError):
+    code = "Client.Seal.ReferenceNotWhole"
+
+
+class SealExtraReference(SealError):
+    code = "Client.Seal.ExtraReference"
+
+
+class SealTransformNotAllowed(SealError):
+    code = "Client.Seal.TransformNotAllowed"
+
+
+class SealAlgorithmNotAllowed(SealError):
+    code = "Client.Seal.AlgorithmNotAllowed"
+
+
+class SealCommentInContent(SealError):
+    code = "Client.Seal.CommentInContent"
+
+
+class SealDigestMismatch(SealError):
+    code = "Client.Seal.DigestMismatch"
+
+
+class SealKeyMismatch(SealError):
+    code = "Client.Seal.KeyMismatch"
+
+
+class CertificateExpired(SealError):
+    code = "Client.Seal.CertificateExpired"
+
+
+class CertificateNotYetValid(SealError):
+    code = "Client.Seal.CertificateNotYetValid"
+
+
+class CertificateSelfSigned(SealError):
+    code = "Client.Seal.SelfSigned"
+
+
+class CertificateUntrusted(SealError):
+    code = "Client.Seal.UntrustedCertificate"
+
+
+class CertificateRevoked(SealError):
+    code = "Client.Seal.CertificateRevoked"
+
+
+class SealWrongAgency(SealError):
+    code = "Client.Seal.WrongAgency"
 
 
 # --- routing --------------------------------------------------------------------------------------------
