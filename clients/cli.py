@@ -19,7 +19,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from gateway import errors
 from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
+from lienthong_client.seals import SealChecker, SealRejected, Signer
 from lienthong_client.sync import store_packet, sync
 
 # Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
@@ -69,11 +71,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding this system's secret",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP call (default 60)")
+    seal = p.add_argument_group(
+        "seals", "the agency's key to seal packets, and the CAs to check received ones"
+    )
+    seal.add_argument("--sign-key", default=os.environ.get("LIENTHONG_SIGN_KEY"), metavar="KEY.pem")
+    seal.add_argument("--sign-cert", default=os.environ.get("LIENTHONG_SIGN_CERT"), metavar="CERT.pem")
+    seal.add_argument(
+        "--pkcs12",
+        default=os.environ.get("LIENTHONG_PKCS12"),
+        metavar="FILE.p12",
+        help="key and certificate in PKCS#12 (password: --pkcs12-password-file or "
+        "$LIENTHONG_PKCS12_PASSWORD)",
+    )
+    seal.add_argument("--pkcs12-password-file", metavar="F")
+    seal.add_argument(
+        "--trust",
+        default=os.environ.get("LIENTHONG_TRUST"),
+        metavar="CA.pem",
+        help="check the seal of every received packet against these CAs",
+    )
+    seal.add_argument(
+        "--crl", action="append", default=[], metavar="FILE", help="a CRL for that check (repeat)"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("send", help="send edXML packet files (documents or statuses)")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    s = sub.add_parser("sign", help="seal a packet without sending it")
+    s.add_argument("file", type=Path, metavar="FILE")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
 
     s = sub.add_parser("inbox", help="list pending packets (documents by default)")
     s.add_argument("--status", action="store_true", help="list status packets instead of documents")
@@ -107,13 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _signer(args: argparse.Namespace) -> Signer | None:
+    if args.pkcs12:
+        password = os.environ.get("LIENTHONG_PKCS12_PASSWORD")
+        if args.pkcs12_password_file:
+            password = Path(args.pkcs12_password_file).read_text(encoding="utf-8").strip()
+        return Signer.from_pkcs12(args.pkcs12, password.encode() if password else None)
+    if args.sign_key or args.sign_cert:
+        if not (args.sign_key and args.sign_cert):
+            raise SystemExit("lienthong-client: --sign-key and --sign-cert go together")
+        return Signer.from_pem(args.sign_key, args.sign_cert)
+    return None
+
+
 def _client(args: argparse.Namespace) -> LienthongClient:
     missing = [name for name in ("endpoint", "system", "secret_file") if not getattr(args, name)]
     if missing:
         raise SystemExit(
             "lienthong-client: missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
         )
-    return LienthongClient(args.endpoint, args.system, _read_secret(args.secret_file), timeout=args.timeout)
+    checker = SealChecker.from_files(args.trust, tuple(args.crl)) if args.trust else None
+    return LienthongClient(
+        args.endpoint,
+        args.system,
+        _read_secret(args.secret_file),
+        timeout=args.timeout,
+        signer=_signer(args),
+        checker=checker,
+    )
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -126,6 +175,13 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "sign":
+        signer = _signer(args)
+        if signer is None:
+            raise SystemExit("lienthong-client: sign needs --sign-key/--sign-cert or --pkcs12")
+        args.output.write_bytes(signer.sign(args.file.read_bytes()))
+        out.print(f"sealed {args.file} → {args.output}")
+        return 0
     client = _client(args)
     if args.command == "send":
         results = []
@@ -289,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             f" [correlation id {exc.correlation_id}]" if exc.correlation_id else ""
         )
         err.print(f"[red]refused[/red] {escape(text)}", highlight=False)
+        return 1
+    except SealRejected as exc:
+        err.print(f"[red]seal refused[/red] {escape(str(exc))}", highlight=False)
+        return 1
+    except errors.LienthongError as exc:
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         return 1
     except GatewayUnreachable as exc:
         err.print(f"[red]unreachable[/red] {escape(str(exc))}", highlight=False)

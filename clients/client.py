@@ -28,6 +28,8 @@ from lxml import etree
 from zeep.exceptions import Fault, TransportError
 from zeep.wsse.username import UsernameToken
 
+from lienthong_client.seals import SealChecker, Signer, is_signed
+
 FAULT_NS = "urn:lienthong:axis:1"
 DEFAULT_TIMEOUT = 60.0
 
@@ -103,7 +105,13 @@ class LienthongClient:
         wsdl: str | None = None,
         verify: bool | str = True,
         session: requests.Session | None = None,
+        signer: Signer | None = None,
+        checker: SealChecker | None = None,
     ) -> None:
+        """``signer`` seals every packet sent (unless already sealed); ``checker`` checks the seal of
+        every packet fetched and raises :class:`~lienthong_client.seals.SealRejected` if it fails."""
+        self.signer = signer
+        self.checker = checker
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.system_id = system_id
         http = session or requests.Session()
@@ -138,8 +146,12 @@ class LienthongClient:
 
     # --- operations -----------------------------------------------------------------------------------
 
-    def send(self, packet: bytes) -> Any:
-        """sendEdoc: returns an object with docId, messageType, recipients, duplicate."""
+    def send(self, packet: bytes, *, sign: bool = True) -> Any:
+        """sendEdoc: returns an object with docId, messageType, recipients, duplicate.
+
+        With a signer, an unsigned packet is sealed first (``sign=False`` sends the bytes as they are)."""
+        if sign and self.signer is not None and not is_signed(packet):
+            packet = self.signer.sign(packet)
         result = self._call("sendEdoc", packet=packet)
         result.recipients = _items(result.recipients, "organId")
         return result
@@ -153,14 +165,17 @@ class LienthongClient:
         )
         return _items(result, "ReceivedEdoc")
 
-    def fetch(self, doc_id: str) -> FetchedPacket:
-        """getEdoc: the packet's exact bytes, checked against the SHA-256 the gateway announced."""
+    def fetch(self, doc_id: str, *, check_seal: bool = True) -> FetchedPacket:
+        """getEdoc: the packet's exact bytes, checked against the SHA-256 the gateway announced and, with a
+        checker, its seal checked against this client's own trust anchors."""
         result = self._call("getEdoc", docId=doc_id)
         content = bytes(result.packet)
         if hashlib.sha256(content).hexdigest() != result.sha256:
             raise GatewayFault(
                 "Client.Local.DigestMismatch", f"packet {doc_id} arrived damaged (SHA-256 mismatch)", None
             )
+        if check_seal and self.checker is not None:
+            self.checker.check(content)
         return FetchedPacket(result.docId, result.messageType, result.sha256, content)
 
     def ack(self, doc_id: str, status: str = "done", reason: str | None = None) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from lienthong_client.client import FetchedPacket, GatewayFault, LienthongClient
+from lienthong_client.seals import SealRejected
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -53,6 +54,12 @@ def store_packet(out_dir: Path, packet: FetchedPacket, accepted_at: dt.datetime 
     return path
 
 
+def _keep_rejected(out_dir: Path, packet: FetchedPacket) -> None:
+    rejected = out_dir / "rejected"
+    rejected.mkdir(parents=True, exist_ok=True)
+    (rejected / f"{packet.doc_id}.edxml").write_bytes(packet.content)
+
+
 def sync(
     client: LienthongClient,
     out_dir: Path,
@@ -61,7 +68,10 @@ def sync(
     on_listed: Callable[[str, int], None] | None = None,
     on_item: Callable[[str, Path | None, str | None], None] | None = None,
 ) -> SyncReport:
-    """Fetch, store and acknowledge every pending packet. Callbacks drive progress output."""
+    """Fetch, store and acknowledge every pending packet. Callbacks drive progress output.
+
+    A packet whose seal fails the client's check is acknowledged ``fail`` with the reason and kept apart
+    in ``DIR/rejected/`` (never among the valid packets)."""
     report = SyncReport()
     seen: set[str] = set()
     for message_type in message_types:
@@ -74,8 +84,18 @@ def sync(
             for item in items:
                 seen.add(item.docId)
                 try:
-                    fetched = client.fetch(item.docId)
+                    fetched = client.fetch(item.docId, check_seal=False)
+                    if client.checker is not None:
+                        client.checker.check(fetched.content)
                     path = store_packet(out_dir, fetched, item.createdAt)
+                except SealRejected as exc:
+                    reason = f"seal refused: {exc}"
+                    _keep_rejected(out_dir, fetched)
+                    client.ack(item.docId, "fail", reason[:2000])
+                    report.failed.append((item.docId, reason))
+                    if on_item:
+                        on_item(item.docId, None, reason)
+                    continue
                 except GatewayFault as exc:
                     report.failed.append((item.docId, str(exc)))
                     if on_item:

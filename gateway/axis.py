@@ -25,8 +25,10 @@ from sqlalchemy.orm import Session
 from gateway import errors
 from gateway.core import routing
 from gateway.core.credentials import UsernameToken, check_secret
-from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, read_packet
+from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, check_packet, packet_fields
 from gateway.core.routing import Identity
+from gateway.core.seal import SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
+from gateway.core.trust import TrustStore
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.models import Agency, Delivery, Packet
@@ -102,6 +104,25 @@ class AgencyInfo:
     active: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class AgencyPolicy:
+    """An agency's seal policy, read with the caller's identity."""
+
+    require_signature: bool
+    allow_sha1: bool
+    fingerprints: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SealSettings:
+    """How seals are checked: the policy, where the current trust store comes from, and how a certificate
+    is bound to an agency besides registration."""
+
+    trust: Callable[[], TrustStore]
+    policy: SealPolicy = dataclasses.field(default_factory=SealPolicy)
+    subject_attribute: str | None = None
+
+
 # --- identity -------------------------------------------------------------------------------------------
 
 
@@ -152,6 +173,7 @@ class Axis:
         timezone: str = "Asia/Ho_Chi_Minh",
         authenticator: Authenticator | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        seals: SealSettings | None = None,
     ) -> None:
         self.db = db
         self.schemas = schemas
@@ -159,6 +181,7 @@ class Axis:
         self.tz = ZoneInfo(timezone)
         self.authenticator = authenticator or SecretAuthenticator()
         self.clock = clock
+        self.seals = seals or SealSettings(trust=lambda: TrustStore(anchors=()))
 
     # identity
 
@@ -168,9 +191,44 @@ class Axis:
 
     # sendEdoc
 
+    def _identity_and_policies(self, credentials: object | None) -> tuple[Identity, dict[str, AgencyPolicy]]:
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            policies = {
+                a.code: AgencyPolicy(
+                    require_signature=a.require_signature,
+                    allow_sha1=a.allow_sha1,
+                    fingerprints=frozenset(c.fingerprint for c in a.certificates),
+                )
+                for a in repo.agencies_by_code(session, identity.agencies)
+            }
+            return identity, policies
+
     def send_edoc(self, credentials: object | None, data: bytes) -> SendOutcome:
-        identity = self.authenticate(credentials)
-        packet = read_packet(data, self.schemas, self.limits)  # no database work before the packet is good
+        identity, policies = self._identity_and_policies(credentials)
+        # no database work before the packet is good: parse, schema, seal
+        tree = check_packet(data, self.schemas, self.limits)
+        claimed = packet_fields(tree.getroot(), data)  # only to find the sender's seal policy
+        routing.check_sender(claimed, identity)
+        policy = policies[claimed.from_organ]
+        seal: VerifiedSeal | None = None
+        root = tree.getroot()
+        if policy.require_signature or is_sealed(tree):
+            seal = verify_seal(
+                tree,
+                policy=self.seals.policy,
+                trust=self.seals.trust(),
+                at=self.clock(),
+                allow_sha1=policy.allow_sha1,
+            )
+            check_signer_agency(
+                seal,
+                claimed.from_organ,
+                registered_fingerprints=policy.fingerprints,
+                subject_attribute_name=self.seals.subject_attribute,
+            )
+            root = seal.root
+        packet = packet_fields(root, data)  # routing data: read from what the verification covered
         routing.check_sender(packet, identity)
 
         def operation(session: Session) -> SendOutcome:
@@ -213,6 +271,13 @@ class Axis:
                 size=packet.size,
                 content=bytes(data),
                 created_at=now,
+                signer_fingerprint=seal.fingerprint if seal else None,
+                signer_subject=seal.subject if seal else None,
+                signer_serial=seal.serial if seal else None,
+                signature_algorithm=seal.signature_algorithm if seal else None,
+                digest_algorithm=seal.digest_algorithm if seal else None,
+                seal_verified_at=seal.verified_at if seal else None,
+                legacy_sha1=bool(seal and seal.legacy_sha1),
             )
             session.add(row)
             session.flush()
@@ -234,14 +299,17 @@ class Axis:
 
         outcome = self.db.run(operation, write=True)
         log.info(
-            "accepted %s %s from %s (system %s) for %s%s",
+            "accepted %s %s from %s (system %s) for %s; seal %s%s",
             outcome.message_type,
             outcome.doc_id,
             packet.from_organ,
             identity.system_id,
             ",".join(outcome.recipients),
+            f"{seal.subject} {seal.signature_algorithm}" if seal else "none (agency allowed unsigned)",
             " (resent: same docId)" if outcome.duplicate else "",
         )
+        if seal is not None and seal.legacy_sha1:
+            log.warning("packet %s accepted with a SHA-1 seal (operator-enabled legacy)", outcome.doc_id)
         return outcome
 
     @staticmethod

@@ -133,6 +133,200 @@ def cmd_agency_disable(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_off(value: str) -> bool:
+    value = value.lower()
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError("expected on or off")
+    return value == "on"
+
+
+def cmd_agency_set(args: argparse.Namespace) -> int:
+    from gateway.store import repo
+
+    if args.require_signature is None and args.allow_sha1 is None:
+        raise errors.UsageError("nothing to set: give --require-signature and/or --allow-sha1")
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        agency = repo.get_agency(session, args.code)
+        if agency is None:
+            raise errors.UsageError(f"no agency has code {args.code}")
+        if args.require_signature is not None:
+            agency.require_signature = args.require_signature
+        if args.allow_sha1 is not None:
+            agency.allow_sha1 = args.allow_sha1
+        agency.updated_at = _now()
+        session.commit()
+        state = (agency.require_signature, agency.allow_sha1)
+    out.print(
+        f"agency {args.code}: require-signature {'on' if state[0] else 'OFF'}, "
+        f"SHA-1 seals {'accepted' if state[1] else 'refused'}"
+    )
+    if not state[0]:
+        err.print(f"[yellow]warning:[/yellow] unsigned packets from {args.code} will be accepted")
+    return 0
+
+
+def cmd_agency_cert_add(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from gateway.core.trust import fingerprint_sha256, subject_text
+    from gateway.store import repo
+    from gateway.store.models import AgencyCertificate
+
+    try:
+        data = Path(args.cert).read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except (OSError, ValueError) as exc:
+        raise errors.UsageError(f"cannot read a certificate from {args.cert}: {exc}") from None
+    from cryptography.hazmat.primitives import serialization
+
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        if repo.get_agency(session, args.code) is None:
+            raise errors.UsageError(f"no agency has code {args.code}")
+        fp = fingerprint_sha256(cert)
+        existing = session.get(AgencyCertificate, fp)
+        if existing is not None and existing.agency_code != args.code:
+            raise errors.UsageError(f"this certificate is already registered for {existing.agency_code}")
+        if existing is None:
+            session.add(
+                AgencyCertificate(
+                    fingerprint=fp,
+                    agency_code=args.code,
+                    subject=subject_text(cert),
+                    serial=format(cert.serial_number, "x"),
+                    not_after=cert.not_valid_after_utc,
+                    pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+                    added_at=_now(),
+                )
+            )
+        session.commit()
+    out.print(
+        f"seal certificate {fp[:16]}… ({subject_text(cert)}, valid until "
+        f"{cert.not_valid_after_utc:%Y-%m-%d}) registered for {args.code}"
+    )
+    return 0
+
+
+def cmd_crl_add(args: argparse.Namespace) -> int:
+    import shutil
+
+    from gateway.core.trust import TrustStore
+
+    config = _config(args)
+    data = Path(args.file).read_bytes()
+    try:
+        store = TrustStore.from_pem(b"", [data])
+    except ValueError as exc:
+        raise errors.UsageError(f"{args.file} is not a CRL: {exc}") from None
+    if not store.crls:
+        raise errors.UsageError(f"{args.file} holds no CRL")
+    config.crl_dir.mkdir(parents=True, exist_ok=True)
+    target = config.crl_dir / (Path(args.file).stem + (".pem" if b"-----BEGIN" in data else ".crl"))
+    shutil.copyfile(args.file, target)
+    revoked = sum(len(list(c)) for c in store.crls)
+    out.print(
+        f"CRL of {store.crls[0].issuer.rfc4514_string()} ({revoked} revoked) loaded as {target}; "
+        f"running gateways pick it up on their next request"
+    )
+    return 0
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from gateway import pki
+
+    agencies = []
+    for spec in args.agency or [
+        "000.00.00.G22=Văn phòng Chính phủ",
+        "000.00.00.H41=UBND tỉnh Nghệ An",
+        "000.00.00.H49=UBND tỉnh Quảng Ninh",
+    ]:
+        code, _, name = spec.partition("=")
+        agencies.append((code.strip(), (name or code).strip()))
+    paths = pki.write_test_pki(Path(args.out), agencies, key_type=args.key_type)
+    out.print(
+        f"[bold yellow]TEST MATERIAL — NOT FOR PRODUCTION[/bold yellow]: test CA and seal certificates "
+        f"in {args.out}"
+    )
+    for name, path in sorted(paths.items()):
+        out.print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import datetime as _dt
+
+    from gateway.config import Config
+    from gateway.core.packet import Limits, check_packet, packet_fields
+    from gateway.core.seal import SealPolicy, verify_seal
+    from gateway.core.trust import TrustStore, subject_attribute
+    from gateway.resources import load_schemas
+
+    config = Config.from_sources(os.environ, data_dir=args.data_dir, database_url=args.database_url)
+    trust_file = Path(args.trust) if args.trust else config.trust_anchors
+    if trust_file is None:
+        raise errors.UsageError("no trust anchors: give --trust CA.pem (or configure trust_anchors)")
+    crls = [p.read_bytes() for p in sorted(config.crl_dir.glob("*"))] if config.crl_dir.is_dir() else []
+    crls += [Path(c).read_bytes() for c in args.crl or []]
+    store = TrustStore.from_pem(Path(trust_file).read_bytes(), crls)
+    schemas = load_schemas(config.schema_dir)
+    at = _dt.datetime.now(_dt.timezone.utc)
+    reports, failed = [], 0
+    for name in args.files:
+        report: dict = {"file": name}
+        try:
+            data = Path(name).read_bytes()
+            tree = check_packet(data, schemas, Limits(max(config.max_packet_bytes, len(data))))
+            report["agency"] = packet_fields(tree.getroot(), data).from_organ
+            seal = verify_seal(tree, policy=SealPolicy(allow_sha1=args.allow_sha1), trust=store, at=at)
+            packet = packet_fields(seal.root, data)
+            attribute = config.seal_subject_attribute or "UID"
+            report.update(
+                {
+                    "valid": True,
+                    "agency": packet.from_organ,
+                    "signer": seal.subject,
+                    "serial": seal.serial,
+                    "fingerprint": seal.fingerprint,
+                    "signatureAlgorithm": seal.signature_algorithm,
+                    "digestAlgorithm": seal.digest_algorithm,
+                    "canonicalization": seal.c14n_algorithm,
+                    "notBefore": seal.signer.not_valid_before_utc.isoformat(),
+                    "notAfter": seal.signer.not_valid_after_utc.isoformat(),
+                    "signerAgencyAttribute": subject_attribute(seal.signer, attribute),
+                    "legacySha1": seal.legacy_sha1,
+                    "sha256": packet.sha256,
+                }
+            )
+        except (errors.LienthongError, OSError) as exc:
+            failed += 1
+            code = getattr(exc, "code", "Local.Io")
+            report.update({"valid": False, "code": code, "reason": getattr(exc, "message", str(exc))})
+        reports.append(report)
+    if args.json:
+        print(json.dumps(reports, ensure_ascii=False, indent=2))
+    else:
+        for r in reports:
+            if r["valid"]:
+                out.print(f"[green]VALID[/green]   {escape(r['file'])}")
+                out.print(
+                    f"        agency {r['agency']}; signer {escape(r['signer'])} (serial {r['serial']})"
+                )
+                out.print(
+                    f"        {r['signatureAlgorithm']}, digest {r['digestAlgorithm']}, "
+                    f"{r['canonicalization']}; certificate valid {r['notBefore'][:10]} – {r['notAfter'][:10]}"
+                )
+                if r["legacySha1"]:
+                    out.print("        [yellow]legacy SHA-1 seal[/yellow]")
+            else:
+                out.print(f"[red]INVALID[/red] {escape(r['file'])}: {r['code']}: {escape(r['reason'])}")
+    return 1 if failed else 0
+
+
 def cmd_system_add(args: argparse.Namespace) -> int:
     from gateway.core.credentials import MIN_SECRET_LENGTH, generate_secret, hash_secret
     from gateway.store import repo
@@ -278,6 +472,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("filter", nargs="?", help="part of a code or name")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_agency_list)
+    s = agency.add_parser("set", help="an agency's seal policy")
+    s.add_argument("code", metavar="CODE")
+    s.add_argument(
+        "--require-signature",
+        type=_on_off,
+        metavar="on|off",
+        help="refuse unsigned packets from this agency (on by default)",
+    )
+    s.add_argument(
+        "--allow-sha1",
+        type=_on_off,
+        metavar="on|off",
+        help="accept legacy RSA-SHA1/SHA-1 seals from this agency (off by default)",
+    )
+    s.set_defaults(func=cmd_agency_set)
+    cert = agency.add_parser("cert", help="an agency's seal certificates").add_subparsers(
+        dest="cert_command", required=True
+    )
+    s = cert.add_parser("add", help="register a seal certificate for an agency")
+    s.add_argument("code", metavar="CODE")
+    s.add_argument("cert", metavar="CERT.pem")
+    s.set_defaults(func=cmd_agency_cert_add)
     s = agency.add_parser("disable", help="stop deliveries to an agency (it stays in the directory)")
     s.add_argument("code", metavar="CODE")
     s.set_defaults(func=cmd_agency_disable)
@@ -314,6 +530,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true", help="log every HTTP request")
     s.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an already bound socket, from a parent
     s.set_defaults(func=cmd_serve)
+
+    crl = sub.add_parser("crl", help="certificate revocation lists").add_subparsers(
+        dest="crl_command", required=True
+    )
+    s = crl.add_parser("add", help="load a CRL (PEM or DER); running gateways pick it up")
+    s.add_argument("file", metavar="FILE")
+    s.set_defaults(func=cmd_crl_add)
+
+    s = sub.add_parser("pki", help="make a TEST CA and agency seal certificates (never for production)")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument(
+        "--agency", action="append", metavar="CODE=NAME", help="an agency (repeat); default: G22, H41, H49"
+    )
+    s.add_argument("--key-type", choices=["rsa", "ec"], default="rsa", help="RSA 2048 or ECDSA P-256")
+    s.set_defaults(func=cmd_pki)
+
+    s = sub.add_parser("verify", help="check packets' seals offline (exit 1 if any is invalid)")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("--trust", metavar="CA.pem", help="trust anchors (default: the configured ones)")
+    s.add_argument("--crl", action="append", metavar="FILE", help="a CRL to check against (repeat)")
+    s.add_argument("--allow-sha1", action="store_true", help="accept legacy RSA-SHA1 seals")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("demo", help="run the whole exchange on a temporary gateway and show the result")
     s.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")

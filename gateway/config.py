@@ -14,6 +14,11 @@ as a plain mapping, so tests pass a dict.
 - ``LIENTHONG_SCHEMA_DIR`` / ``schema_dir``: where the edXML schemas are (the installed ``xsd/``).
 - ``LIENTHONG_PUBLIC_URL`` / ``public_url``: the endpoint address written in the served WSDL (default:
   the address the WSDL was requested at).
+- ``LIENTHONG_TRUST_ANCHORS`` / ``trust_anchors``: PEM bundle of the CAs that issue seal certificates
+  (default: ``trust-anchors.pem`` in the data directory, if present).
+- ``LIENTHONG_SEAL_SUBJECT_ATTRIBUTE`` / ``seal_subject_attribute``: subject attribute carrying the agency
+  code in seal certificates (e.g. ``UID``); unset, seals bind through registered certificates only.
+- ``LIENTHONG_ALLOW_SHA1`` / ``allow_sha1``: accept RSA-SHA1 seals from every agency (``false``).
 
 All problems are reported together in one :class:`~gateway.errors.ConfigError`.
 """
@@ -60,12 +65,26 @@ class Config:
     log_level: str = "INFO"
     schema_dir: Path | None = None
     public_url: str | None = None
+    #: PEM bundle of the CAs whose certificates may seal packets (the government CA)
+    trust_anchors: Path | None = None
+    #: a subject attribute (e.g. ``UID`` or a dotted OID) that carries the agency code in its seal
+    #: certificates; without it, seals bind to agencies only through registered certificates
+    seal_subject_attribute: str | None = None
+    #: accept RSA-SHA1/SHA-1 seals from every agency (off; per-agency consent is `lienthong agency set`)
+    allow_sha1: bool = False
+
+    @property
+    def crl_dir(self) -> Path:
+        """CRLs loaded by the gateway (``lienthong crl add`` puts them here)."""
+        return self.data_dir / "crls"
 
     def __repr__(self) -> str:  # the URL may carry a password
         return (
             f"Config(data_dir={str(self.data_dir)!r}, database_url={_redact_url(self.database_url)!r}, "
             f"max_packet_bytes={self.max_packet_bytes}, timezone={self.timezone!r}, "
-            f"log_level={self.log_level!r}, schema_dir={self.schema_dir!r}, public_url={self.public_url!r})"
+            f"log_level={self.log_level!r}, schema_dir={self.schema_dir!r}, public_url={self.public_url!r}, "
+            f"trust_anchors={self.trust_anchors!r}, seal_subject_attribute={self.seal_subject_attribute!r}, "
+            f"allow_sha1={self.allow_sha1})"
         )
 
     __str__ = __repr__
@@ -106,7 +125,10 @@ class Config:
         elif cfg_file:
             problems.append(f"LIENTHONG_CONFIG names {path}, which does not exist")
 
-        known = {"database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url"}
+        known = {
+            "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
+            "trust_anchors", "seal_subject_attribute", "allow_sha1",
+        }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
@@ -151,6 +173,20 @@ class Config:
         if public_url is not None and not str(public_url).startswith(("http://", "https://")):
             problems.append(f"public_url must start with http:// or https://, got {public_url!r}")
 
+        trust = pick("trust_anchors", "LIENTHONG_TRUST_ANCHORS")
+        if trust is None and (home / "trust-anchors.pem").is_file():
+            trust = home / "trust-anchors.pem"
+        if trust is not None and not Path(trust).is_file():
+            problems.append(f"trust_anchors {trust} is not a file (a PEM bundle of CA certificates)")
+
+        attribute = pick("seal_subject_attribute", "LIENTHONG_SEAL_SUBJECT_ATTRIBUTE") or None
+
+        allow_sha1: Any = pick("allow_sha1", "LIENTHONG_ALLOW_SHA1")
+        if isinstance(allow_sha1, str):
+            if allow_sha1.lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                problems.append(f"allow_sha1 must be true or false, got {allow_sha1!r}")
+            allow_sha1 = allow_sha1.lower() in {"true", "1", "yes", "on"}
+
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -161,4 +197,7 @@ class Config:
             log_level=level,
             schema_dir=Path(schema_dir) if schema_dir else None,
             public_url=str(public_url) if public_url else None,
+            trust_anchors=Path(trust) if trust else None,
+            seal_subject_attribute=str(attribute) if attribute else None,
+            allow_sha1=bool(allow_sha1),
         )

@@ -13,16 +13,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
+from gateway import pki
 from gateway.axis import AgencyInfo, upsert_agency
 from gateway.core.credentials import generate_secret, hash_secret
+from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.migrate import upgrade
-from gateway.store.models import System
+from gateway.store.models import AgencyCertificate, System
 
 AGENCIES = [
     ("000.00.00.G22", "Văn phòng Chính phủ", "vpcp-edoc"),
@@ -32,8 +35,11 @@ AGENCIES = [
 STATUS_TEXT = {"01": "01 arrived", "02": "02 rejected", "03": "03 accepted (registered)"}
 
 
-def _setup(data_dir: Path) -> dict[str, str]:
-    """Database, directory and systems, as an operator would with `lienthong init/agency/system`."""
+def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """Test PKI, database, directory, seal certificates and systems, as an operator would with
+    `lienthong pki/init/agency add/agency cert add/system add`."""
+    paths = pki.write_test_pki(pki_dir, [(code, name) for code, name, _system in AGENCIES])
+    (data_dir / "trust-anchors.pem").write_bytes(paths["ca"].read_bytes())
     db = Database(f"sqlite:///{data_dir / 'lienthong.db'}")
     upgrade(db)
     now = dt.datetime.now(dt.timezone.utc)
@@ -41,6 +47,18 @@ def _setup(data_dir: Path) -> dict[str, str]:
     with db.unit_of_work(write=True) as session:
         for code, name, system_id in AGENCIES:
             upsert_agency(session, AgencyInfo(code, name, None, None, None, True), now)
+            cert = x509.load_pem_x509_certificate(paths[f"{code}.cert"].read_bytes())
+            session.add(
+                AgencyCertificate(
+                    fingerprint=fingerprint_sha256(cert),
+                    agency_code=code,
+                    subject=subject_text(cert),
+                    serial=format(cert.serial_number, "x"),
+                    not_after=cert.not_valid_after_utc,
+                    pem=paths[f"{code}.cert"].read_text(),
+                    added_at=now,
+                )
+            )
             secret = generate_secret()
             secrets[code] = secret
             repo.add_system(
@@ -52,12 +70,13 @@ def _setup(data_dir: Path) -> dict[str, str]:
             )
         session.commit()
     db.dispose()
-    return secrets
+    return secrets, paths
 
 
 def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
     from lienthong_client import LienthongClient
     from lienthong_client.packets import build_document, build_status, read_header
+    from lienthong_client.seals import SealChecker, Signer
     from lienthong_client.sync import sync
 
     base = Path(tempfile.mkdtemp(prefix="lienthong-demo-"))
@@ -65,14 +84,25 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
         data_dir = base / "gateway"
         data_dir.mkdir()
         console.rule("lienthong demo")
-        secrets = _setup(data_dir)
+        secrets, paths = _setup(data_dir, base / "test-pki")
         console.print(f"[bold]1.[/bold] registered {', '.join(f'{c} {n}' for c, n, _ in AGENCIES)}")
+        console.print(
+            f"   with seal certificates from a [yellow]TEST CA (not for production)[/yellow] in {base / 'test-pki'}"
+        )
+        checker = SealChecker.from_files(paths["ca"])
         with GatewayProcess(data_dir, workers=workers) as gw:
             console.print(
                 f"[bold]2.[/bold] gateway serving at {gw.url} (WSDL at {gw.url}?wsdl), SQLite in {data_dir}"
             )
             clients = {
-                code: LienthongClient(gw.url, system_id, secrets[code], timeout=30)
+                code: LienthongClient(
+                    gw.url,
+                    system_id,
+                    secrets[code],
+                    timeout=30,
+                    signer=Signer.from_pem(paths[f"{code}.key"], paths[f"{code}.cert"]),
+                    checker=checker,
+                )
                 for code, _name, system_id in AGENCIES
             }
             g22, provinces = AGENCIES[0][0], [a[0] for a in AGENCIES[1:]]
@@ -86,18 +116,22 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
                 content="Đề nghị các địa phương hoàn thành kết nối trước ngày 31/12.",
                 attachments=[("1234-VPCP-KSTT.txt", "text/plain", "Công văn số 1234/VPCP-KSTT\n".encode())],
             )
-            sent = clients[g22].send(packet)
+            sealed = clients[g22].signer.sign(packet)
+            sent = clients[g22].send(sealed)
             console.print(
-                f"[bold]3.[/bold] {g22} sent document {sent.docId} ({len(packet):,} bytes) to "
-                f"{', '.join(sent.recipients)}"
+                f"[bold]3.[/bold] {g22} sealed (RSA-SHA256, XML-DSig) and sent document {sent.docId} "
+                f"({len(sealed):,} bytes) to {', '.join(sent.recipients)}; the gateway verified the seal"
             )
             for code in provinces:
                 inbox = base / f"inbox-{code}"
                 report = sync(clients[code], inbox)
                 for path in report.stored:
                     header = read_header(path.read_bytes())
+                    seal = checker.check(path.read_bytes())
                     console.print(
-                        f"[bold]4.[/bold] {code} fetched, stored and acknowledged {path.relative_to(base)}"
+                        f"[bold]4.[/bold] {code} fetched the document, checked its seal "
+                        f"({seal.subject.split(',')[0]}, {seal.signature_algorithm}) against its own trust "
+                        f"anchors, stored it as {path.relative_to(base)} and acknowledged it"
                     )
                     for status_code, text in (("01", None), ("03", "Đã vào sổ văn bản đến")):
                         status = build_status(
@@ -111,7 +145,9 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
                             staff="Văn thư",
                         )
                         clients[code].send(status)
-                        console.print(f"   {code} answered status {STATUS_TEXT[status_code]}")
+                        console.print(
+                            f"   {code} answered status {STATUS_TEXT[status_code]} (sealed by {code})"
+                        )
             statuses = sync(clients[g22], base / f"inbox-{g22}", message_types=("status",))
             console.print(f"[bold]5.[/bold] {g22} received {len(statuses.stored)} status packets")
             table = Table(title=f"What {g22} sees of document {sent.docId}")

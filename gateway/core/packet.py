@@ -216,22 +216,18 @@ def _response_for(el: etree._Element) -> ResponseFor:
     )
 
 
-def read_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> Packet:
-    """Check a packet's bytes and read what routing needs. Raises a :class:`~gateway.errors.PacketError`."""
+def check_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> etree._ElementTree:
+    """Parse and validate a packet's bytes (size, XML, edXML skeleton, schema, the rules XML Schema cannot
+    express). Returns the tree; raises a :class:`~gateway.errors.PacketError`."""
     tree = parse_xml(data, max_bytes=limits.max_packet_bytes)
-    root = tree.getroot()
-    mh = _locate_header(root)
+    mh = _locate_header(tree.getroot())
     is_status = mh.tag == q("Status") or mh.find(q("StatusCode")) is not None
     schema = schemas.status if is_status else schemas.document
     if not schema.validate(tree):
         raise _schema_error(schema, "status" if is_status else "document")
-
-    digest = hashlib.sha256(data).hexdigest()
-    from_organ = _text(mh.find(q("From")), "OrganId") or ""
     if is_status:
         code = _text(mh, "StatusCode") or ""
-        description = _text(mh, "Description")
-        if code in REASON_REQUIRED and not description:
+        if code in REASON_REQUIRED and not _text(mh, "Description"):
             el = mh.find(q("Description"))
             line = el.sourceline if el is not None else mh.sourceline
             raise errors.SchemaInvalid(
@@ -239,8 +235,19 @@ def read_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> Packet:
                 element="Description",
                 line=line,
             )
+    else:
+        _check_document_header(mh)
+    return tree
+
+
+def packet_fields(root: etree._Element, data: bytes) -> Packet:
+    """What routing needs, read from ``root`` (a tree :func:`check_packet` accepted, or the root a seal
+    verification returned) — never from anywhere else."""
+    mh = _locate_header(root)
+    digest = hashlib.sha256(data).hexdigest()
+    from_organ = _text(mh.find(q("From")), "OrganId") or ""
+    if mh.tag == q("Status") or mh.find(q("StatusCode")) is not None:
         rf = _response_for(mh.find(q("ResponseFor")))
-        staff_info = mh.find(q("StaffInfo"))
         return Packet(
             kind=STATUS,
             from_organ=from_organ,
@@ -248,13 +255,11 @@ def read_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> Packet:
             sha256=digest,
             size=len(data),
             response_for=(rf,),
-            status_code=code,
-            description=description,
+            status_code=_text(mh, "StatusCode"),
+            description=_text(mh, "Description"),
             status_time=_text(mh, "Timestamp"),
-            staff=_text(staff_info, "Staff"),
+            staff=_text(mh.find(q("StaffInfo")), "Staff"),
         )
-
-    _check_document_header(mh)
     to_organs: list[str] = []
     for to in mh.findall(q("To")):
         organ = _text(to, "OrganId") or ""
@@ -288,3 +293,8 @@ def read_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> Packet:
         staff=staff,
         business=business,
     )
+
+
+def read_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> Packet:
+    """Check a packet's bytes and read what routing needs (no seal check: see :mod:`gateway.core.seal`)."""
+    return packet_fields(check_packet(data, schemas, limits).getroot(), data)

@@ -10,13 +10,15 @@ from spyne import Application
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
-from gateway.axis import Axis
+from gateway.axis import Axis, SealSettings
 from gateway.config import Config
+from gateway.core.seal import SealPolicy
 from gateway.resources import load_schemas, wsdl_path
 from gateway.soap.faults import TNS, LienthongFault, detail_element, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
 from gateway.soap.service import LienthongService
 from gateway.store.db import Database
+from gateway.trustsource import TrustSource
 
 SERVICE_NAME = "LienthongAxis"
 #: the address written into the checked-in WSDL; the served WSDL carries the address it was asked at
@@ -111,6 +113,16 @@ def _stable_order(definitions: etree._Element) -> None:
             definitions.append(child)
 
 
+def seal_settings(config: Config) -> SealSettings:
+    """The seal checks of this gateway, from its configuration."""
+    source = TrustSource(config.trust_anchors, config.crl_dir)
+    return SealSettings(
+        trust=source.current,
+        policy=SealPolicy(allow_sha1=config.allow_sha1),
+        subject_attribute=config.seal_subject_attribute,
+    )
+
+
 def create_app(config: Config, *, db: Database | None = None) -> Guard:
     """The WSGI application of one gateway process."""
     database = db or Database(config.database_url)
@@ -119,6 +131,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         load_schemas(config.schema_dir),
         max_packet_bytes=config.max_packet_bytes,
         timezone=config.timezone,
+        seals=seal_settings(config),
     )
     app = build_application()
     app.lienthong_axis = axis  # read by the service methods through ctx.app

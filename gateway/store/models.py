@@ -69,8 +69,30 @@ class Agency(Base):
     email: Mapped[str | None] = mapped_column(String(100))
     old_code: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: refuse this agency's unsigned packets (the default; off is an operator choice while it cannot sign)
+    require_signature: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    #: accept RSA-SHA1 / SHA-1 seals from this agency (older senders); off by default
+    allow_sha1: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    certificates: Mapped[list[AgencyCertificate]] = relationship(
+        back_populates="agency", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class AgencyCertificate(Base):
+    """A seal certificate registered for an agency (``lienthong agency cert add``)."""
+
+    __tablename__ = "agency_certificates"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_code: Mapped[str] = mapped_column(ForeignKey("agencies.code"), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    serial: Mapped[str] = mapped_column(String(64))
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    pem: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    agency: Mapped[Agency] = relationship(back_populates="certificates")
 
 
 class System(Base):
@@ -119,6 +141,15 @@ class Packet(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # the seal, as verified on receipt (all None for an unsigned packet of an agency allowed to send one)
+    signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    signer_subject: Mapped[str | None] = mapped_column(Text)
+    signer_serial: Mapped[str | None] = mapped_column(String(64))
+    signature_algorithm: Mapped[str | None] = mapped_column(String(32))
+    digest_algorithm: Mapped[str | None] = mapped_column(String(16))
+    seal_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: accepted with RSA-SHA1/SHA-1 because the operator enabled it
+    legacy_sha1: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     __table_args__ = (
         # The same bytes from the same sender are the same packet: a resend returns the first docId.

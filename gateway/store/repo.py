@@ -21,6 +21,10 @@ def get_agency(session: Session, code: str) -> Agency | None:
     return session.get(Agency, code)
 
 
+def agencies_by_code(session: Session, codes: Iterable[str]) -> Sequence[Agency]:
+    return session.scalars(select(Agency).where(Agency.code.in_(list(codes)))).all()
+
+
 def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencyState]:
     rows = session.execute(select(Agency.code, Agency.active).where(Agency.code.in_(list(codes))))
     return {code: AgencyState(code=code, active=active) for code, active in rows}

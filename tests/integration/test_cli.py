@@ -30,7 +30,13 @@ def lienthong(*args: str, data_dir: Path, check: bool = True, env: dict | None =
     return proc
 
 
+AGENCY_OF = {"vpcp": G22, "nghean": H41}
+PKI_DIR: list[Path] = []  # set by the `operated` fixture: the test PKI that `lienthong pki` made
+
+
 def client(url: str, system: str, secret_file: Path, *args: str, check: bool = True):
+    """lienthong-client as the system's operator runs it: sealing with its key, checking with the CA."""
+    pki, agency = PKI_DIR[0], AGENCY_OF[system]
     proc = subprocess.run(
         [
             str(BIN / "lienthong-client"),
@@ -40,6 +46,12 @@ def client(url: str, system: str, secret_file: Path, *args: str, check: bool = T
             system,
             "--secret-file",
             str(secret_file),
+            "--sign-key",
+            str(pki / f"{agency}.key"),
+            "--sign-cert",
+            str(pki / f"{agency}.pem"),
+            "--trust",
+            str(pki / "ca.pem"),
             *args,
         ],
         capture_output=True,
@@ -77,12 +89,27 @@ def test_console_scripts_are_installed_and_document_themselves():
 def operated(tmp_path_factory):
     """A gateway set up only through `lienthong` commands, then served."""
     data = tmp_path_factory.mktemp("operator")
+    pki_dir = data.parent / f"{data.name}-pki"
+    made = lienthong(
+        "pki",
+        "--out",
+        str(pki_dir),
+        "--agency",
+        f"{G22}=Văn phòng Chính phủ",
+        "--agency",
+        f"{H41}=UBND tỉnh Nghệ An",
+        data_dir=data,
+    )
+    assert "NOT FOR PRODUCTION" in made.stdout
     lienthong("init", data_dir=data)
+    (data / "trust-anchors.pem").write_bytes((pki_dir / "ca.pem").read_bytes())
     lienthong("db", "upgrade", data_dir=data)  # idempotent
     lienthong(
         "agency", "add", G22, "--name", "Văn phòng Chính phủ", "--email", "vanthu@chinhphu.vn", data_dir=data
     )
     lienthong("agency", "add", H41, "--name", "UBND tỉnh Nghệ An", "--parent", G22, data_dir=data)
+    lienthong("agency", "cert", "add", G22, str(pki_dir / f"{G22}.pem"), data_dir=data)
+    lienthong("agency", "cert", "add", H41, str(pki_dir / f"{H41}.pem"), data_dir=data)
     secrets = {}
     for system, agency in (("vpcp", G22), ("nghean", H41)):
         proc = lienthong("system", "add", system, "--agency", agency, "--generate-secret", data_dir=data)
@@ -91,6 +118,7 @@ def operated(tmp_path_factory):
         path = data / f"{system}.secret"
         path.write_text(secret + "\n")
         secrets[system] = path
+    PKI_DIR[:] = [pki_dir]
     with GatewayProcess(data) as gw:
         yield data, gw, secrets
 
@@ -135,8 +163,11 @@ def test_operator_refusals_are_clear(operated, tmp_path):
 
 def test_client_commands_end_to_end(operated, tmp_path):
     _data, gw, secrets = operated
-    doc = new_document(G22, [H41])
-    (tmp_path / "doc.edxml").write_bytes(doc)
+    (tmp_path / "unsigned.edxml").write_bytes(new_document(G22, [H41]))
+    signed = tmp_path / "doc.edxml"
+    client(gw.url, "vpcp", secrets["vpcp"], "sign", str(tmp_path / "unsigned.edxml"), "-o", str(signed))
+    doc = signed.read_bytes()
+    assert b"<ds:Signature" in doc
     sent = json.loads(
         client(gw.url, "vpcp", secrets["vpcp"], "send", str(tmp_path / "doc.edxml"), "--json").stdout
     )
@@ -170,9 +201,18 @@ def test_client_commands_end_to_end(operated, tmp_path):
 
 def test_client_sync_loop(operated, tmp_path):
     _data, gw, secrets = operated
-    docs = [new_document(G22, [H41]) for _ in range(3)]
-    for i, doc in enumerate(docs):
-        (tmp_path / f"d{i}.edxml").write_bytes(doc)
+    for i in range(3):
+        (tmp_path / f"u{i}.edxml").write_bytes(new_document(G22, [H41]))
+        client(
+            gw.url,
+            "vpcp",
+            secrets["vpcp"],
+            "sign",
+            str(tmp_path / f"u{i}.edxml"),
+            "-o",
+            str(tmp_path / f"d{i}.edxml"),
+        )
+    docs = [(tmp_path / f"d{i}.edxml").read_bytes() for i in range(3)]
     client(gw.url, "vpcp", secrets["vpcp"], "send", *[str(tmp_path / f"d{i}.edxml") for i in range(3)])
     out = tmp_path / "inbox"
     proc = client(gw.url, "nghean", secrets["nghean"], "sync", "-o", str(out))
@@ -186,10 +226,14 @@ def test_client_sync_loop(operated, tmp_path):
 
 def test_client_reports_faults_with_their_code(operated, tmp_path):
     _data, gw, secrets = operated
+    (tmp_path / "nowhere.edxml").write_bytes(new_document(G22, ["000.00.00.X99"]))
+    proc = client(gw.url, "vpcp", secrets["vpcp"], "send", str(tmp_path / "nowhere.edxml"), check=False)
+    assert proc.returncode == 1
+    assert "Client.Routing.UnknownRecipient" in proc.stderr and "correlation id" in proc.stderr
+    # a file that is not XML cannot be sealed: refused locally, before anything is sent
     (tmp_path / "bad.edxml").write_bytes(b"not xml")
     proc = client(gw.url, "vpcp", secrets["vpcp"], "send", str(tmp_path / "bad.edxml"), check=False)
-    assert proc.returncode == 1
-    assert "Client.Packet.NotXml" in proc.stderr and "correlation id" in proc.stderr
+    assert proc.returncode == 1 and "Client.Packet.NotXml" in proc.stderr
     proc = client("http://127.0.0.1:9/", "vpcp", secrets["vpcp"], "agencies", check=False)
     assert proc.returncode == 3
 

@@ -17,15 +17,20 @@ from tests.support.world import G22, H41, H49, World
 def test_two_gateways_one_database(world: World, tmp_path):
     from gateway.launcher import GatewayProcess
 
-    second = GatewayProcess(tmp_path, database_url=world.database_url, workers=2).start()
+    second = GatewayProcess(
+        tmp_path,
+        database_url=world.database_url,
+        workers=2,
+        env={"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+    ).start()
     try:
         urls = [world.url, second.url]
 
         def client(system: str, i: int) -> LienthongClient:
             return LienthongClient(urls[i % 2], system, world.secrets[system], timeout=60)
 
-        same = new_document(G22, [H41, H49])
-        distinct = [new_document(G22, [H41, H49]) for _ in range(20)]
+        same = world.seal(new_document(G22, [H41, H49]), G22)
+        distinct = [world.seal(new_document(G22, [H41, H49]), G22) for _ in range(20)]
         jobs = [(i, same) for i in range(16)] + [(i, d) for i, d in enumerate(distinct)]
 
         def send(job):

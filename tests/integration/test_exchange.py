@@ -17,7 +17,7 @@ def inbox_ids(client, message_type="edoc"):
 
 def test_send_receive_acknowledge_and_answer(world):
     vpcp, nghean, quangninh = world.client("vpcp"), world.client("nghean"), world.client("quangninh")
-    packet = new_document(G22, [H41, H49])
+    packet = world.seal(new_document(G22, [H41, H49]), G22)
 
     sent = vpcp.send(packet)
     assert sent.messageType == "edoc"
@@ -48,6 +48,7 @@ def test_send_receive_acknowledge_and_answer(world):
 
     # business statuses flow back to the sender and show per recipient
     answer = nghean.send(status_for(packet, H41, "03", "Đã vào sổ"))
+    assert answer.duplicate is False
     assert answer.messageType == "status" and answer.recipients == [G22]
     statuses = [i for i in vpcp.inbox("status") if i.docId == answer.docId]
     assert statuses and statuses[0].statusCode == "03" and getattr(statuses[0], "from") == H41
@@ -74,7 +75,7 @@ def test_fail_keeps_the_packet_pending_with_its_reason(world):
 
 def test_resending_the_same_packet_returns_the_first_doc_id(world):
     vpcp = world.client("vpcp")
-    packet = new_document(G22, [H41])
+    packet = world.seal(new_document(G22, [H41]), G22)
     first = vpcp.send(packet)
     before = world.snapshot()
     again = vpcp.send(packet)

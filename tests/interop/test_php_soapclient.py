@@ -120,7 +120,10 @@ def test_generated_proxy_offers_every_operation(php: str, world: Any) -> None:
 
 def test_send_list_fetch_acknowledge_round_trip(php: str, world: Any, tmp_path: Path) -> None:
     subject = "Về việc thử nghiệm liên thông từ PHP — ý kiến góp ý"
-    packet = build_document(sender=G22, recipients=[H41], number="101", notation="VPCP-PHP", subject=subject)
+    # sealed by G22 beforehand: PHP carries the exact bytes, as an agency's own signing step would leave them
+    packet = world.seal(
+        build_document(sender=G22, recipients=[H41], number="101", notation="VPCP-PHP", subject=subject), G22
+    )
     digest = hashlib.sha256(packet).hexdigest()
 
     # 1. PHP, as vpcp (G22), sends the packet's raw bytes; the proxy base64-encodes them itself.

@@ -14,27 +14,30 @@ from sqlalchemy import select
 
 from gateway.axis import AgencyInfo, upsert_agency
 from gateway.core.credentials import generate_secret, hash_secret
+from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.migrate import upgrade
-from gateway.store.models import Base, System
+from gateway.store.models import AgencyCertificate, Base, System
 
-G22, H41, H49, G01, K41 = (
+G22, H41, H49, G01, K41, G09 = (
     "000.00.00.G22",
     "000.00.00.H41",
     "000.00.00.H49",
     "000.00.00.G01",
     "000.00.00.K41",
+    "000.00.00.G09",
 )
 
-#: agency code → name, active
+#: agency code → name, active, require_signature
 AGENCIES = {
-    G22: ("Văn phòng Chính phủ", True),
-    H41: ("UBND tỉnh Nghệ An", True),
-    H49: ("UBND tỉnh Quảng Ninh", True),
-    G01: ("Bộ Quốc phòng", True),
-    K41: ("HĐND tỉnh Nghệ An (đã giải thể)", False),
+    G22: ("Văn phòng Chính phủ", True, True),
+    H41: ("UBND tỉnh Nghệ An", True, True),
+    H49: ("UBND tỉnh Quảng Ninh", True, True),
+    G01: ("Bộ Quốc phòng", True, True),
+    K41: ("HĐND tỉnh Nghệ An (đã giải thể)", False, True),
+    G09: ("Bộ Y tế (chưa ký số)", True, False),  # the operator let it send unsigned packets for now
 }
 
 #: system id → agencies, admin
@@ -44,7 +47,40 @@ SYSTEMS = {
     "quangninh": ([H49], False),
     "platform": ([G01, H49], False),  # an integration platform acting for two agencies
     "admin": ([G22], True),
+    "yte": ([G09], False),
 }
+
+
+class TestPki:
+    """A test CA and one seal per agency, made once per test session (keys take time to generate)."""
+
+    _instance: TestPki | None = None
+
+    def __init__(self) -> None:
+        from gateway import pki
+
+        self.ca = pki.make_ca()
+        self.seals = {
+            code: pki.issue_agency_cert(self.ca, code, name) for code, (name, *_rest) in AGENCIES.items()
+        }
+
+    @classmethod
+    def get(cls) -> TestPki:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def signer(self, agency: str):  # type: ignore[no-untyped-def]
+        from lienthong_client.seals import Signer
+
+        seal = self.seals[agency]
+        return Signer(key_pem=seal.key_pem, cert_pem=seal.cert_pem)
+
+    def checker(self):  # type: ignore[no-untyped-def]
+        from gateway.core.trust import TrustStore
+        from lienthong_client.seals import SealChecker
+
+        return SealChecker(TrustStore.from_pem(self.ca.cert_pem))
 
 
 class World:
@@ -58,8 +94,14 @@ class World:
         self.db = Database(database_url)
         self.secrets: dict[str, str] = {}
         self.secret_files: dict[str, Path] = {}
+        self.pki = TestPki.get()
+        self.trust_file = base / "trust-anchors.pem"
+        self.trust_file.write_bytes(self.pki.ca.cert_pem)
         self.gateway = GatewayProcess(
-            self.data_dir, database_url=database_url, workers=workers, env=env or {}
+            self.data_dir,
+            database_url=database_url,
+            workers=workers,
+            env={"LIENTHONG_TRUST_ANCHORS": str(self.trust_file), **(env or {})},
         )
         self._clients: dict[str, object] = {}
 
@@ -67,8 +109,21 @@ class World:
         upgrade(self.db)
         now = dt.datetime.now(dt.timezone.utc)
         with self.db.unit_of_work(write=True) as session:
-            for code, (name, active) in AGENCIES.items():
-                upsert_agency(session, AgencyInfo(code, name, None, None, None, active), now)
+            for code, (name, active, require_signature) in AGENCIES.items():
+                agency = upsert_agency(session, AgencyInfo(code, name, None, None, None, active), now)
+                agency.require_signature = require_signature
+                cert = self.pki.seals[code].cert
+                session.add(
+                    AgencyCertificate(
+                        fingerprint=fingerprint_sha256(cert),
+                        agency_code=code,
+                        subject=subject_text(cert),
+                        serial=format(cert.serial_number, "x"),
+                        not_after=cert.not_valid_after_utc,
+                        pem=self.pki.seals[code].cert_pem.decode(),
+                        added_at=now,
+                    )
+                )
             for system_id, (agencies, admin) in SYSTEMS.items():
                 secret = generate_secret()
                 self.secrets[system_id] = secret
@@ -97,15 +152,26 @@ class World:
     def url(self) -> str:
         return self.gateway.url
 
-    def client(self, system_id: str, secret: str | None = None):  # type: ignore[no-untyped-def]
+    def client(self, system_id: str, secret: str | None = None, *, agency: str | None = None):  # type: ignore[no-untyped-def]
+        """The reference client of a system, sealing with its (first, or the named) agency's key."""
         from lienthong_client import LienthongClient
 
-        key = f"{system_id}:{secret}"
+        key = f"{system_id}:{secret}:{agency}"
         if key not in self._clients:
+            agency = agency or SYSTEMS[system_id][0][0] if system_id in SYSTEMS else agency
             self._clients[key] = LienthongClient(
-                self.url, system_id, secret if secret is not None else self.secrets[system_id], timeout=30
+                self.url,
+                system_id,
+                secret if secret is not None else self.secrets[system_id],
+                timeout=30,
+                signer=self.pki.signer(agency) if agency and AGENCIES[agency][2] else None,
+                checker=self.pki.checker(),
             )
         return self._clients[key]
+
+    def seal(self, packet: bytes, agency: str) -> bytes:
+        """The packet sealed by ``agency`` (the bytes a test can then compare with what is fetched)."""
+        return self.pki.signer(agency).sign(packet)
 
     def snapshot(self) -> str:
         """A digest of every row of every table: equal digests mean the database did not change."""

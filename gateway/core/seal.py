@@ -1,0 +1,410 @@
+"""Agency seals: the enveloped XML-DSig signature of an edXML packet. The only module that imports xmlsec.
+
+The standard puts one ``ds:Signature`` inside ``edXMLHeader``, with one Reference to the whole document
+(``URI=""``), so the attachments are covered too. :func:`verify_seal` accepts nothing else:
+
+1. exactly one Signature, a child of ``edXML/edXMLEnvelope/edXMLHeader``, holding only SignedInfo,
+   SignatureValue and KeyInfo (a ``ds:Object`` would carry content the signature does not cover);
+2. exactly one Reference, ``URI=""``; transforms limited to enveloped-signature then at most one
+   canonicalization; canonicalization, signature and digest algorithms from the :class:`SealPolicy`
+   allowlist (RSA-SHA1/SHA-1 only when the operator enabled it, and then reported);
+3. no comments or processing instructions inside the document (they could split signed text so that a
+   reader sees less than what was signed);
+4. the signature verified by xmlsec with the public key of the certificate in KeyInfo, with xmlsec's own
+   transform allowlists set to the same policy (python-xmlsec enables every transform, XSLT included,
+   until told otherwise);
+5. the certificate chain checked by :mod:`gateway.core.trust` at the time of receipt.
+
+It returns a :class:`VerifiedSeal` holding the verified root element: the gateway reads routing data only
+from it. With ``URI=""`` the whole document minus the Signature is signed, and the packet reader never
+looks inside the Signature, so nothing unsigned can be read as routing data.
+
+:func:`sign_packet` makes such a signature (RSA-SHA256 by default, ECDSA P-256 as an option). Signing
+necessarily writes the packet once; from then on the signed bytes are never re-serialized.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from lxml import etree
+
+from gateway import errors
+from gateway.core.packet import NS
+from gateway.core.trust import (
+    TrustStore,
+    check_certificate,
+    fingerprint_sha256,
+    subject_attribute,
+    subject_text,
+)
+from gateway.core.xmlparse import parse_xml
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+T = xmlsec.Transform
+
+SIGNATURE_ALGORITHMS = {
+    T.RSA_SHA256.href: "rsa-sha256",
+    T.RSA_SHA384.href: "rsa-sha384",
+    T.RSA_SHA512.href: "rsa-sha512",
+    T.ECDSA_SHA256.href: "ecdsa-sha256",
+    T.ECDSA_SHA384.href: "ecdsa-sha384",
+    T.ECDSA_SHA512.href: "ecdsa-sha512",
+}
+DIGEST_ALGORITHMS = {T.SHA256.href: "sha256", T.SHA384.href: "sha384", T.SHA512.href: "sha512"}
+LEGACY_SIGNATURE = {T.RSA_SHA1.href: "rsa-sha1"}
+LEGACY_DIGEST = {T.SHA1.href: "sha1"}
+C14N_ALGORITHMS = {T.EXCL_C14N.href: "exc-c14n", T.C14N.href: "c14n", T.C14N11.href: "c14n11"}
+_TRANSFORM_BY_HREF = {
+    t.href: t
+    for t in (
+        T.RSA_SHA256, T.RSA_SHA384, T.RSA_SHA512, T.ECDSA_SHA256, T.ECDSA_SHA384, T.ECDSA_SHA512, T.RSA_SHA1,
+        T.SHA256, T.SHA384, T.SHA512, T.SHA1, T.EXCL_C14N, T.C14N, T.C14N11, T.ENVELOPED,
+    )
+}  # fmt: skip
+_HASHLIB = {
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+    "sha1": hashlib.sha1,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SealPolicy:
+    """What a seal must look like. Safe by default; weakening it is an explicit operator choice."""
+
+    signature_algorithms: frozenset[str] = frozenset(SIGNATURE_ALGORITHMS)
+    digest_algorithms: frozenset[str] = frozenset(DIGEST_ALGORITHMS)
+    c14n_algorithms: frozenset[str] = frozenset(C14N_ALGORITHMS)
+    #: accept RSA-SHA1 / SHA-1 (older senders) for every agency; per-agency consent is passed to verify
+    allow_sha1: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedSeal:
+    """What verification established. ``root`` is the verified document element."""
+
+    root: etree._Element
+    signer: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    fingerprint: str
+    subject: str
+    serial: str
+    signature_algorithm: str
+    digest_algorithm: str
+    c14n_algorithm: str
+    legacy_sha1: bool
+    verified_at: dt.datetime
+
+
+def _ds(name: str) -> str:
+    return f"{{{DS}}}{name}"
+
+
+def _children(el: etree._Element) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+def _malformed(message: str) -> errors.SealMalformed:
+    return errors.SealMalformed(f"the packet's signature is malformed: {message}")
+
+
+def is_sealed(tree: etree._ElementTree) -> bool:
+    """Whether the packet carries any XML signature at all (a present seal is always verified)."""
+    return next(tree.getroot().iter(_ds("Signature")), None) is not None
+
+
+def locate_signature(root: etree._Element) -> etree._Element:
+    """The one Signature, where the standard puts it."""
+    signatures = list(root.iter(_ds("Signature")))
+    if not signatures:
+        raise errors.SealMissing(
+            "the packet carries no signature (ds:Signature in edXMLHeader); this gateway accepts only packets "
+            "sealed by the issuing agency"
+        )
+    if len(signatures) > 1:
+        raise errors.SealMultiple(
+            f"the packet carries {len(signatures)} ds:Signature elements; exactly one, in edXMLHeader, is allowed"
+        )
+    sig = signatures[0]
+    parent = sig.getparent()
+    envelope = parent.getparent() if parent is not None else None
+    if (
+        parent is None
+        or parent.tag != f"{{{NS}}}edXMLHeader"
+        or envelope is None
+        or envelope.tag != f"{{{NS}}}edXMLEnvelope"
+        or envelope.getparent() is not root
+    ):
+        where = etree.QName(parent).localname if parent is not None else "the document"
+        raise errors.SealMisplaced(
+            f"the signature is inside {where} (line {sig.sourceline}); the standard puts it in "
+            f"edXML/edXMLEnvelope/edXMLHeader"
+        )
+    return sig
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    signature_method: str
+    digest_method: str
+    c14n_method: str
+    reference_c14n: str | None
+    digest_value: bytes
+    certificates: tuple[x509.Certificate, ...]
+
+
+def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _Shape:
+    parts = _children(sig)
+    names = [etree.QName(p).localname if etree.QName(p).namespace == DS else p.tag for p in parts]
+    if "Object" in names:
+        raise _malformed("ds:Object is not accepted (content there is not covered by the signature)")
+    if names != ["SignedInfo", "SignatureValue", "KeyInfo"]:
+        raise _malformed(f"expected SignedInfo, SignatureValue, KeyInfo; found {', '.join(map(str, names))}")
+    signed_info, _value, key_info = parts
+
+    info = _children(signed_info)
+    info_names = [etree.QName(c).localname for c in info]
+    if info_names[:2] != ["CanonicalizationMethod", "SignatureMethod"] or any(
+        n != "Reference" for n in info_names[2:]
+    ):
+        raise _malformed("SignedInfo must hold CanonicalizationMethod, SignatureMethod and Reference")
+    references = info[2:]
+    if len(references) != 1:
+        raise errors.SealExtraReference(
+            f'the signature has {len(references)} References; exactly one, to the whole document (URI=""), '
+            f"is allowed"
+        )
+    c14n = info[0].get("Algorithm", "")
+    if c14n not in C14N_ALGORITHMS or c14n not in policy.c14n_algorithms or _children(info[0]):
+        raise errors.SealAlgorithmNotAllowed(f"canonicalization {c14n!r} is not accepted")
+    sig_method = info[1].get("Algorithm", "")
+    legacy = allow_sha1 or policy.allow_sha1
+    if sig_method in LEGACY_SIGNATURE and not legacy:
+        raise errors.SealAlgorithmNotAllowed(
+            "the packet is signed with RSA-SHA1, which this gateway does not accept; sign with RSA-SHA256 "
+            "(the operator can accept SHA-1 from a named agency during its migration)"
+        )
+    if sig_method not in policy.signature_algorithms and sig_method not in LEGACY_SIGNATURE:
+        raise errors.SealAlgorithmNotAllowed(f"signature algorithm {sig_method!r} is not accepted")
+
+    reference = references[0]
+    if reference.get("URI") != "":
+        raise errors.SealReferenceNotWhole(
+            f"the signature's Reference points at {reference.get('URI')!r}; it must cover the whole document "
+            f'(URI=""), attachments included'
+        )
+    ref_parts = _children(reference)
+    ref_names = [etree.QName(c).localname for c in ref_parts]
+    if ref_names not in (["Transforms", "DigestMethod", "DigestValue"], ["DigestMethod", "DigestValue"]):
+        raise _malformed("Reference must hold Transforms, DigestMethod and DigestValue")
+    transforms = _children(ref_parts[0]) if ref_names[0] == "Transforms" else []
+    hrefs = [t.get("Algorithm", "") for t in transforms]
+    for t, href in zip(transforms, hrefs, strict=True):
+        if etree.QName(t).localname != "Transform":
+            raise _malformed("Transforms may only hold Transform elements")
+        if href not in C14N_ALGORITHMS and href != T.ENVELOPED.href:
+            raise errors.SealTransformNotAllowed(
+                f"transform {href!r} is not accepted; only enveloped-signature and canonicalization are"
+            )
+        if _children(t) and href != T.EXCL_C14N.href:
+            raise errors.SealTransformNotAllowed(f"transform {href!r} may not carry parameters")
+    if (
+        not hrefs
+        or hrefs[0] != T.ENVELOPED.href
+        or len(hrefs) > 2
+        or (len(hrefs) == 2 and (hrefs[1] not in policy.c14n_algorithms))
+    ):
+        raise errors.SealTransformNotAllowed(
+            "the Reference's transforms must be enveloped-signature, then at most one canonicalization"
+        )
+    digest = ref_parts[-2].get("Algorithm", "")
+    if digest in LEGACY_DIGEST and not legacy:
+        raise errors.SealAlgorithmNotAllowed(
+            "the packet's digest is SHA-1, which this gateway does not accept; use SHA-256"
+        )
+    if digest not in policy.digest_algorithms and digest not in LEGACY_DIGEST:
+        raise errors.SealAlgorithmNotAllowed(f"digest algorithm {digest!r} is not accepted")
+    try:
+        digest_value = base64.b64decode("".join((ref_parts[-1].text or "").split()), validate=True)
+    except ValueError:
+        raise _malformed("DigestValue is not base64") from None
+
+    certificates = []
+    for data in key_info.iter(_ds("X509Certificate")):
+        try:
+            certificates.append(
+                x509.load_der_x509_certificate(base64.b64decode("".join((data.text or "").split())))
+            )
+        except ValueError:
+            raise _malformed("an X509Certificate in KeyInfo cannot be read") from None
+    if not certificates:
+        raise _malformed("KeyInfo must carry the signer's X.509 certificate (X509Data/X509Certificate)")
+    return _Shape(
+        signature_method=sig_method,
+        digest_method=digest,
+        c14n_method=c14n,
+        reference_c14n=hrefs[1] if len(hrefs) == 2 else None,
+        digest_value=digest_value,
+        certificates=tuple(certificates),
+    )
+
+
+def _check_no_comments(root: etree._Element) -> None:
+    for node in root.iter(etree.Comment, etree.ProcessingInstruction):
+        kind = "comment" if isinstance(node, etree._Comment) else "processing instruction"
+        raise errors.SealCommentInContent(
+            f"the packet has a {kind} inside the document (line {node.sourceline}); signed packets may not carry "
+            f"comments or processing instructions, which could split signed text"
+        )
+
+
+def _document_digest(root: etree._Element, sig: etree._Element, shape: _Shape) -> bytes:
+    """Recompute the Reference digest ourselves (used only to explain a failed verification)."""
+    copy = etree.fromstring(etree.tostring(root))
+    for s in copy.iter(_ds("Signature")):
+        parent = s.getparent()
+        previous = s.getprevious()
+        if s.tail:
+            if previous is not None:
+                previous.tail = (previous.tail or "") + s.tail
+            else:
+                parent.text = (parent.text or "") + s.tail
+        parent.remove(s)
+    method = shape.reference_c14n or T.C14N.href
+    data = etree.tostring(copy, method="c14n", exclusive=method == T.EXCL_C14N.href, with_comments=False)
+    name = {**DIGEST_ALGORITHMS, **LEGACY_DIGEST}[shape.digest_method]
+    return _HASHLIB[name](data).digest()
+
+
+def _xmlsec_verify(sig: etree._Element, shape: _Shape) -> bool:
+    ctx = xmlsec.SignatureContext()
+    der = shape.certificates[0].public_bytes(serialization.Encoding.DER)
+    ctx.key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)
+    for href in {T.ENVELOPED.href, shape.reference_c14n, shape.digest_method} - {None}:
+        ctx.enable_reference_transform(_TRANSFORM_BY_HREF[href])
+    for href in (shape.c14n_method, shape.signature_method, shape.digest_method):
+        ctx.enable_signature_transform(_TRANSFORM_BY_HREF[href])
+    try:
+        ctx.verify(sig)
+    except xmlsec.Error:
+        return False
+    return True
+
+
+def verify_seal(
+    tree: etree._ElementTree,
+    *,
+    policy: SealPolicy,
+    trust: TrustStore,
+    at: dt.datetime,
+    allow_sha1: bool = False,
+) -> VerifiedSeal:
+    """Verify the packet's seal; raise a :class:`~gateway.errors.SealError` naming what is wrong."""
+    root = tree.getroot()
+    sig = locate_signature(root)
+    shape = _check_shape(sig, policy, allow_sha1)
+    _check_no_comments(root)
+    if not _xmlsec_verify(sig, shape):
+        if _document_digest(root, sig, shape) != shape.digest_value:
+            raise errors.SealDigestMismatch(
+                "the packet was changed after it was signed (the digest of its content does not match the "
+                "signature); ask the sender to send it again"
+            )
+        raise errors.SealKeyMismatch(
+            "the signature value does not verify with the certificate in KeyInfo (the certificate does not "
+            "belong to the key that signed, or the signature was altered)"
+        )
+    leaf, intermediates = shape.certificates[0], shape.certificates[1:]
+    chain = check_certificate(trust, leaf, intermediates, at)
+    sig_name = {**SIGNATURE_ALGORITHMS, **LEGACY_SIGNATURE}[shape.signature_method]
+    digest_name = {**DIGEST_ALGORITHMS, **LEGACY_DIGEST}[shape.digest_method]
+    return VerifiedSeal(
+        root=root,
+        signer=leaf,
+        chain=tuple(chain),
+        fingerprint=fingerprint_sha256(leaf),
+        subject=subject_text(leaf),
+        serial=format(leaf.serial_number, "x"),
+        signature_algorithm=sig_name,
+        digest_algorithm=digest_name,
+        c14n_algorithm=C14N_ALGORITHMS[shape.c14n_method],
+        legacy_sha1=sig_name == "rsa-sha1" or digest_name == "sha1",
+        verified_at=at,
+    )
+
+
+def check_signer_agency(
+    seal: VerifiedSeal,
+    agency: str,
+    *,
+    registered_fingerprints: frozenset[str],
+    subject_attribute_name: str | None = None,
+) -> None:
+    """The signer must be the sending agency: a certificate registered for it, or (when the operator
+    configured one) a subject attribute that carries its code."""
+    if seal.fingerprint in registered_fingerprints:
+        return
+    if subject_attribute_name and agency in subject_attribute(seal.signer, subject_attribute_name):
+        return
+    raise errors.SealWrongAgency(
+        f"the packet is sealed by {seal.subject}, which is not a seal of the sending agency {agency}; "
+        f"an agency's packets must carry its own seal"
+    )
+
+
+# --- signing --------------------------------------------------------------------------------------------
+
+
+def sign_packet(
+    data: bytes,
+    key_pem: bytes,
+    cert_pem: bytes,
+    *,
+    chain_pem: Sequence[bytes] = (),
+    max_bytes: int = 512 * 1024 * 1024,
+) -> bytes:
+    """Seal an edXML packet: an enveloped signature in edXMLHeader over the whole document.
+
+    RSA keys sign with RSA-SHA256, EC keys (P-256) with ECDSA-SHA256; digests SHA-256; exclusive
+    canonicalization; the signer's certificate (and ``chain_pem``) in KeyInfo.
+    """
+    tree = parse_xml(data, max_bytes=max_bytes)
+    root = tree.getroot()
+    header = root.find(f"{{{NS}}}edXMLEnvelope/{{{NS}}}edXMLHeader")
+    if header is None:
+        raise errors.NotEdxml("this is not an edXML packet: edXML/edXMLEnvelope/edXMLHeader is missing")
+    if next(root.iter(_ds("Signature")), None) is not None:
+        raise errors.SealMultiple("the packet is already signed; sign the unsigned packet")
+    _check_no_comments(root)
+    private = serialization.load_pem_private_key(key_pem, password=None)
+    method = T.ECDSA_SHA256 if isinstance(private, ec.EllipticCurvePrivateKey) else T.RSA_SHA256
+    sig = xmlsec.template.create(root, T.EXCL_C14N, method, ns="ds")
+    header.append(sig)
+    ref = xmlsec.template.add_reference(sig, T.SHA256, uri="")
+    xmlsec.template.add_transform(ref, T.ENVELOPED)
+    xmlsec.template.add_transform(ref, T.EXCL_C14N)
+    x509_data = xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(sig))
+    xmlsec.template.x509_data_add_certificate(x509_data)
+    for _extra in chain_pem:
+        xmlsec.template.x509_data_add_certificate(x509_data)
+    key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM)
+    key.load_cert_from_memory(cert_pem, xmlsec.KeyFormat.CERT_PEM)
+    ctx = xmlsec.SignatureContext()
+    ctx.key = key
+    ctx.sign(sig)
+    # xmlsec fills only the first X509Certificate from the key; the chain certificates follow it.
+    slots = list(x509_data.iter(_ds("X509Certificate")))
+    for slot, pem in zip(slots[1:], chain_pem, strict=True):
+        cert = x509.load_pem_x509_certificate(pem)
+        slot.text = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
