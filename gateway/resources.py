@@ -14,6 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 from gateway.core.packet import SchemaSet
+from gateway.core.xmlparse import make_small_parser
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,7 @@ def resource_dir(name: str) -> Path:
 
 
 def _schema(path: Path) -> etree.XMLSchema:
-    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
-    return etree.XMLSchema(etree.parse(str(path), parser))
+    return etree.XMLSchema(etree.parse(str(path), make_small_parser()))
 
 
 @functools.lru_cache(maxsize=4)

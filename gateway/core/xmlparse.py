@@ -7,6 +7,8 @@ from the network, and comments and processing instructions are kept (a signature
 
 from __future__ import annotations
 
+import dataclasses
+
 from lxml import etree
 
 from gateway import errors
@@ -16,26 +18,55 @@ from gateway import errors
 HUGE_THRESHOLD = 8 * 1024 * 1024
 
 
-def make_parser(*, huge: bool = False) -> etree.XMLParser:
-    """The only lxml parser configuration used on untrusted input."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=huge,
-        remove_blank_text=False,
-        remove_comments=False,
-        remove_pis=False,
-        strip_cdata=False,
-        collect_ids=False,
-    )
+#: libxml2 error codes for references to entities (never declared here, since DTDs are refused)
+_ENTITY_ERRORS = {26, 27}  # XML_ERR_UNDECLARED_ENTITY, XML_WAR_UNDECLARED_ENTITY
+_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeLimits:
+    """Bounds on the tree itself, enforced while parsing, so memory stays proportional to the input."""
+
+    max_elements: int = 200_000
+    max_depth: int = 64
+
+
+PACKET_TREE = TreeLimits(max_elements=200_000, max_depth=64)
+REQUEST_TREE = TreeLimits(max_elements=5_000, max_depth=32)
+
+
+#: below this size the whole input is parsed at once (the tree cannot grow large); above, a pull parser
+#: counts elements and depth as it goes
+SMALL_INPUT = 256 * 1024
+
+_SAFE = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "remove_blank_text": False,
+    "remove_comments": False,
+    "remove_pis": False,
+    "strip_cdata": False,
+    "collect_ids": False,
+}
+
+
+def make_small_parser() -> etree.XMLParser:
+    """The hardened settings, for inputs up to :data:`SMALL_INPUT` bytes (and for trusted local files)."""
+    return etree.XMLParser(huge_tree=False, **_SAFE)
+
+
+def make_parser(*, huge: bool = False) -> etree.XMLPullParser:
+    """The hardened settings as a pull parser, fed in chunks, for larger inputs."""
+    return etree.XMLPullParser(events=("start", "end"), huge_tree=huge, **_SAFE)
 
 
 def parse_xml(
     data: bytes,
     *,
     max_bytes: int,
+    limits: TreeLimits = PACKET_TREE,
     too_large: type[errors.LienthongError] = errors.PacketTooLarge,
     not_xml: type[errors.LienthongError] = errors.PacketNotXml,
     dtd_forbidden: type[errors.LienthongError] = errors.PacketDtdForbidden,
@@ -44,7 +75,8 @@ def parse_xml(
     """Parse untrusted bytes into a tree, or raise the caller's error classes.
 
     The error classes are parameters so the same door serves packets (``Client.Packet.*``) and SOAP
-    requests (``Client.Request.*``).
+    requests (``Client.Request.*``). The element count and depth are checked as the parser goes, so a
+    flood of tiny elements is refused long before it costs memory.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise not_xml(f"the {what} must be bytes")
@@ -61,18 +93,42 @@ def parse_xml(
     head = bytes(data[:4096])
     if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
         raise dtd_forbidden(f"the {what} contains a DOCTYPE or ENTITY declaration; these are never accepted")
-    parser = make_parser(huge=len(data) > HUGE_THRESHOLD)
     try:
-        tree = etree.fromstring(bytes(data), parser).getroottree()
+        root = _parse(data, limits, not_xml, what)
     except etree.XMLSyntaxError as exc:
         line = getattr(exc, "lineno", None)
-        msg = str(exc.msg if hasattr(exc, "msg") else exc)
-        if "DOCTYPE" in msg or "Entity" in msg or "entity" in msg:
-            raise dtd_forbidden(f"the {what} uses a DTD or an entity: {msg}", line=line) from None
+        msg = str(getattr(exc, "msg", exc))
+        if exc.code in _ENTITY_ERRORS:
+            raise dtd_forbidden(
+                f"the {what} refers to an entity ({msg}); entities are never accepted", line=line
+            ) from None
         raise not_xml(f"the {what} is not well-formed XML (line {line}): {msg}", line=line) from None
-    except ValueError as exc:  # e.g. unicode strings with an encoding declaration
-        raise not_xml(f"the {what} is not well-formed XML: {exc}") from None
+    tree = root.getroottree()
     info = tree.docinfo
     if info.doctype or info.internalDTD is not None or info.externalDTD is not None:
         raise dtd_forbidden(f"the {what} contains a DOCTYPE declaration; these are never accepted")
     return tree
+
+
+def _parse(
+    data: bytes, limits: TreeLimits, not_xml: type[errors.LienthongError], what: str
+) -> etree._Element:
+    if len(data) <= SMALL_INPUT:
+        # Small inputs cannot build a large tree; libxml2's own depth limit (256) applies.
+        return etree.fromstring(bytes(data), make_small_parser())
+    parser = make_parser(huge=len(data) > HUGE_THRESHOLD)
+    view = memoryview(data)
+    elements = depth = 0
+    for offset in range(0, len(view), _CHUNK):
+        parser.feed(bytes(view[offset : offset + _CHUNK]))
+        for event, _el in parser.read_events():
+            if event == "start":
+                elements += 1
+                depth += 1
+                if depth > limits.max_depth:
+                    raise not_xml(f"the {what} nests elements deeper than {limits.max_depth} levels")
+                if elements > limits.max_elements:
+                    raise not_xml(f"the {what} has more than {limits.max_elements:,} elements")
+            else:
+                depth -= 1
+    return parser.close()

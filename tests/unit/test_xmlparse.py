@@ -37,8 +37,31 @@ def test_doctype_after_a_long_prolog_is_still_refused():
 
 
 def test_undeclared_entity_is_refused_not_expanded():
-    with pytest.raises((errors.PacketDtdForbidden, errors.PacketNotXml)):
+    with pytest.raises(errors.PacketDtdForbidden):
         parse(b"<a>&secret;</a>")
+
+
+def test_a_bare_ampersand_is_malformed_xml_not_a_dtd():
+    with pytest.raises(errors.PacketNotXml) as caught:
+        parse(b"<a>Ban A & B</a>")
+    assert "well-formed" in caught.value.message
+
+
+def test_element_flood_is_refused_while_parsing():
+    from gateway.core.xmlparse import TreeLimits
+
+    data = b"<a>" + b"<b/>" * 200_000 + b"</a>"  # 800 KB: above the small-input size, so counted
+    with pytest.raises(errors.PacketNotXml) as caught:
+        parse_xml(data, max_bytes=10**7, limits=TreeLimits(max_elements=10_000, max_depth=32))
+    assert "10,000 elements" in caught.value.message
+
+
+@pytest.mark.parametrize("size", [100, 300_000])
+def test_deep_nesting_is_refused(size):
+    depth = 10_000
+    data = b"<a>" * depth + b"x" * size + b"</a>" * depth
+    with pytest.raises(errors.PacketNotXml):
+        parse_xml(data, max_bytes=10**7)
 
 
 def test_size_limit_checked_first():
