@@ -17,6 +17,7 @@ place; nothing else builds a fault.
     │   │   ├── RequestNotXml                    Client.Request.NotXml
     │   │   ├── RequestDtdForbidden              Client.Request.DtdForbidden
     │   │   ├── MalformedEnvelope                Client.Request.MalformedEnvelope
+    │   │   ├── UnknownOperation                 Client.Request.UnknownOperation
     │   │   └── InvalidArgument                  Client.Request.InvalidArgument
     │   ├── PacketError                          the edXML packet
     │   │   ├── PacketTooLarge                   Client.Packet.TooLarge
@@ -51,6 +52,7 @@ place; nothing else builds a fault.
     │   │   ├── MissingCredentials               Client.Auth.MissingCredentials
     │   │   ├── InvalidCredentials               Client.Auth.InvalidCredentials
     │   │   ├── SenderNotAllowed                 Client.Auth.SenderNotAllowed
+    │   │   ├── InactiveSender                   Client.Auth.InactiveSender
     │   │   ├── AdminRequired                    Client.Auth.AdminRequired
     │   │   └── NotAddressee                     Client.Access.NotAddressee
     │   └── NotFoundError
@@ -132,6 +134,10 @@ class RequestDtdForbidden(RequestError):
 
 class MalformedEnvelope(RequestError):
     code = "Client.Request.MalformedEnvelope"
+
+
+class UnknownOperation(RequestError):
+    code = "Client.Request.UnknownOperation"
 
 
 class InvalidArgument(RequestError):
@@ -289,6 +295,10 @@ class SenderNotAllowed(AuthError):
     code = "Client.Auth.SenderNotAllowed"
 
 
+class InactiveSender(AuthError):
+    code = "Client.Auth.InactiveSender"
+
+
 class AdminRequired(AuthError):
     code = "Client.Auth.AdminRequired"
 
@@ -317,7 +327,6 @@ class UnknownAgency(NotFoundError):
 
 class DatabaseUnavailable(ServerError):
     code = "Server.Database.Unavailable"
-    http_status = 503
 
 
 class InternalError(ServerError):

@@ -14,7 +14,7 @@ from gateway.axis import Axis, SealSettings
 from gateway.config import Config
 from gateway.core.seal import SealPolicy
 from gateway.resources import load_schemas, wsdl_path
-from gateway.soap.faults import TNS, LienthongFault, detail_element, new_correlation_id
+from gateway.soap.faults import TNS, LienthongFault, fault_element, from_spyne, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
 from gateway.soap.service import LienthongService
 from gateway.store.db import Database
@@ -39,18 +39,23 @@ class GuardedSoap11(Soap11):
     def fault_to_parent(
         self, ctx: Any, cls: Any, inst: Any, parent: Any, ns: Any, *args: Any, **kw: Any
     ) -> Any:
-        if inst.detail is None or not isinstance(inst.detail, etree._Element):
+        """Every fault in the one shape of :func:`gateway.soap.faults.fault_element`; spyne's own
+        refusals (validation, unknown operation) get our codes and a correlation id too."""
+        lienthong = getattr(inst, "lienthong", None)
+        if lienthong is not None:
+            code, message, cid = lienthong
+        else:
             env = getattr(getattr(ctx, "transport", None), "req_env", None) or {}
             cid = env.get(ENV_CORRELATION) or new_correlation_id()
-            code = inst.faultcode or "Server"
-            message = inst.faultstring or code
+            code, message = from_spyne(inst.faultcode or "Server", inst.faultstring or "")
             logging.getLogger("lienthong.soap").warning(
-                "refused by the SOAP layer: %s: %s [correlation id %s]", code, message, cid
+                "refused by the SOAP layer: %s (spyne %s): %s [correlation id %s]",
+                code,
+                inst.faultcode,
+                inst.faultstring,
+                cid,
             )
-            if not message.endswith("]"):
-                inst.faultstring = f"{message} [correlation id {cid}]"
-            inst.detail = detail_element(code, message, cid)
-        return super().fault_to_parent(ctx, cls, inst, parent, ns, *args, **kw)
+        parent.append(fault_element(code, message, cid))
 
 
 def build_application() -> Application:
@@ -113,6 +118,16 @@ def _stable_order(definitions: etree._Element) -> None:
             definitions.append(child)
 
 
+def operations(app: Application) -> dict[str, frozenset[str]]:
+    """Each operation's element name and the element names of its parameters, as spyne defines them."""
+    out = {}
+    for name, methods in app.interface.service_method_map.items():
+        message = methods[0].in_message
+        ns = message.get_namespace()
+        out[name] = frozenset(f"{{{ns}}}{param}" for param in message._type_info)
+    return out
+
+
 def seal_settings(config: Config) -> SealSettings:
     """The seal checks of this gateway, from its configuration."""
     source = TrustSource(config.trust_anchors, config.crl_dir)
@@ -139,6 +154,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
     guard = Guard(
         wsgi,
         max_request_bytes=config.max_request_bytes,
+        operations=operations(app),
         wsdl=wsdl_path().read_bytes(),
         wsdl_placeholder=WSDL_PLACEHOLDER_ADDRESS,
         public_url=config.public_url,

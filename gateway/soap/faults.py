@@ -55,11 +55,9 @@ class LienthongFault(Fault):
     ]
 
     def __init__(self, code: str, message: str, correlation_id: str) -> None:
-        super().__init__(
-            faultcode=code,
-            faultstring=f"{message} [correlation id {correlation_id}]",
-            detail=detail_element(code, message, correlation_id),
-        )
+        super().__init__(faultcode=code, faultstring=f"{message} [correlation id {correlation_id}]")
+        # kept apart from the declared fields, which only describe the detail element in the WSDL
+        self.lienthong = (code, message, correlation_id)
 
 
 def detail_element(code: str, message: str, correlation_id: str) -> etree._Element:
@@ -98,14 +96,42 @@ def to_fault(exc: BaseException, correlation_id: str, what: str = "") -> Lientho
     return LienthongFault(err.code, err.message, correlation_id)
 
 
+#: spyne's own refusals, in our code space (they are raised before any operation runs)
+_SPYNE_CODES = {
+    "Client.ValidationError": "Client.Request.InvalidArgument",
+    "Client.SchemaValidationError": "Client.Request.InvalidArgument",
+    "Client.ResourceNotFound": "Client.Request.UnknownOperation",
+    "Client.SoapError": "Client.Request.MalformedEnvelope",
+    "Client.XMLSyntaxError": "Client.Request.MalformedEnvelope",
+}
+
+
+def from_spyne(code: str, message: str) -> tuple[str, str]:
+    """A fault spyne raised itself, mapped to our codes (internals of a server-side one are not sent)."""
+    if code in _SPYNE_CODES:
+        return _SPYNE_CODES[code], message
+    if code.startswith("Client"):
+        return "Client.Request.InvalidArgument", message
+    return (
+        "Server.Internal",
+        "the gateway failed while handling this request; give the correlation id to the operator",
+    )
+
+
+def fault_element(code: str, message: str, correlation_id: str) -> etree._Element:
+    """The one SOAP 1.1 Fault shape: faultcode, faultstring, faultactor, detail — nothing else."""
+    fault = etree.Element(f"{{{SOAP11_ENV}}}Fault", nsmap={"soap11env": SOAP11_ENV})
+    etree.SubElement(fault, "faultcode").text = f"soap11env:{code}"
+    etree.SubElement(fault, "faultstring").text = f"{message} [correlation id {correlation_id}]"
+    etree.SubElement(fault, "faultactor").text = ""
+    etree.SubElement(fault, "detail").append(detail_element(code, message, correlation_id))
+    return fault
+
+
 def fault_envelope(err: errors.LienthongError, correlation_id: str) -> bytes:
     """A whole SOAP 1.1 fault response, for refusals made before spyne runs (the guard)."""
     env = etree.Element(f"{{{SOAP11_ENV}}}Envelope", nsmap={"soap11env": SOAP11_ENV})
-    body = etree.SubElement(env, f"{{{SOAP11_ENV}}}Body")
-    fault = etree.SubElement(body, f"{{{SOAP11_ENV}}}Fault")
-    etree.SubElement(fault, "faultcode").text = f"soap11env:{err.code}"
-    etree.SubElement(fault, "faultstring").text = f"{err.message} [correlation id {correlation_id}]"
-    etree.SubElement(fault, "faultactor").text = ""
-    detail = etree.SubElement(fault, "detail")
-    detail.append(detail_element(err.code, err.message, correlation_id))
+    etree.SubElement(env, f"{{{SOAP11_ENV}}}Body").append(
+        fault_element(err.code, err.message, correlation_id)
+    )
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8")

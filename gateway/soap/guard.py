@@ -30,7 +30,7 @@ from lxml import etree
 
 from gateway import errors
 from gateway.core.credentials import UsernameToken
-from gateway.core.xmlparse import parse_xml
+from gateway.core.xmlparse import REQUEST_TREE, parse_xml
 from gateway.soap.faults import SOAP11_ENV, fault_envelope, log_refusal, new_correlation_id
 
 log = logging.getLogger("lienthong.http")
@@ -52,8 +52,13 @@ def _envelope_error(message: str) -> errors.MalformedEnvelope:
     return errors.MalformedEnvelope(f"the SOAP envelope is not acceptable: {message}")
 
 
-def check_envelope(tree: etree._ElementTree) -> tuple[etree._Element | None, etree._Element]:
-    """Check the envelope's shape; return its Header (or None) and the single payload element."""
+def check_envelope(
+    tree: etree._ElementTree, operations: dict[str, frozenset[str]] | None = None
+) -> tuple[etree._Element | None, etree._Element]:
+    """Check the envelope's shape; return its Header (or None) and the single payload element.
+
+    ``operations`` maps each operation (``{namespace}name``) to the names of its parameters: the payload
+    must be one of them and hold only those, so nothing reaches spyne that spyne would silently skip."""
     root = tree.getroot()
     if root.tag != f"{{{SOAP11_ENV}}}Envelope":
         raise _envelope_error(f"the root element must be a SOAP 1.1 Envelope ({SOAP11_ENV})")
@@ -78,6 +83,23 @@ def check_envelope(tree: etree._ElementTree) -> tuple[etree._Element | None, etr
         raise _envelope_error(f"the Body must hold exactly one operation element, it holds {len(payload)}")
     if (body.text or "").strip() or any((el.tail or "").strip() for el in body):
         raise _envelope_error("text beside the operation element in the Body")
+    for node in body.iter(etree.Comment, etree.ProcessingInstruction):
+        raise _envelope_error(
+            f"comments and processing instructions are not accepted in the Body (line {node.sourceline})"
+        )
+    payload_el = payload[0]
+    if operations is not None:
+        params = operations.get(payload_el.tag)
+        if params is None:
+            raise errors.UnknownOperation(
+                f"{etree.QName(payload_el).localname!r} in namespace {etree.QName(payload_el).namespace!r} is not "
+                f"an operation of this gateway (see the WSDL at ?wsdl)"
+            )
+        for child in payload_el:
+            if child.tag not in params:
+                raise _envelope_error(
+                    f"{etree.QName(child).localname!r} is not a parameter of {etree.QName(payload_el).localname}"
+                )
     for el in root.iter():
         if not isinstance(el.tag, str):
             continue
@@ -90,7 +112,7 @@ def check_envelope(tree: etree._ElementTree) -> tuple[etree._Element | None, etr
                 )
             if local == "encodingStyle":
                 raise _envelope_error("SOAP encoding (encodingStyle) is not accepted; use document/literal")
-    return header, payload[0]
+    return header, payload_el
 
 
 def _in_body(el: etree._Element, body: etree._Element) -> bool:
@@ -98,7 +120,10 @@ def _in_body(el: etree._Element, body: etree._Element) -> bool:
 
 
 def read_credentials(header: etree._Element | None) -> UsernameToken | None:
-    """The WS-Security UsernameToken in the header, if any (its check is the operation's job)."""
+    """The WS-Security UsernameToken in the header, if any (its check is the operation's job).
+
+    Ambiguity is refused rather than resolved: two Security headers, two tokens, two Usernames or two
+    Passwords would let two readers of the same request see two identities."""
     if header is None:
         return None
     security = header.findall(f"{{{WSSE_NS}}}Security")
@@ -107,20 +132,25 @@ def read_credentials(header: etree._Element | None) -> UsernameToken | None:
     if len(security) > 1:
         raise _envelope_error("more than one wsse:Security header")
     tokens = security[0].findall(f"{{{WSSE_NS}}}UsernameToken")
-    if len(tokens) != 1:
+    if not tokens:
         return None
+    if len(tokens) > 1:
+        raise _envelope_error("more than one wsse:UsernameToken")
     token = tokens[0]
-    username = token.findtext(f"{{{WSSE_NS}}}Username")
-    password_el = token.find(f"{{{WSSE_NS}}}Password")
-    if not username or password_el is None:
-        return None
+    usernames = token.findall(f"{{{WSSE_NS}}}Username")
+    passwords = token.findall(f"{{{WSSE_NS}}}Password")
+    if len(usernames) != 1 or len(passwords) != 1:
+        raise _envelope_error("a UsernameToken must hold exactly one Username and one Password")
+    username, password_el = usernames[0], passwords[0]
+    if len(username) or len(password_el):
+        raise _envelope_error("Username and Password must be plain text")
     ptype = password_el.get("Type", PASSWORD_TEXT)
     if ptype != PASSWORD_TEXT:
         raise errors.InvalidCredentials(
             "only PasswordText UsernameTokens are accepted (over TLS); the gateway keeps no clear secret "
             "to check a PasswordDigest against"
         )
-    return UsernameToken(username=username.strip(), password=password_el.text or "")
+    return UsernameToken(username=username.text or "", password=password_el.text or "")
 
 
 class Guard:
@@ -131,12 +161,14 @@ class Guard:
         app: Callable[..., Iterable[bytes]],
         *,
         max_request_bytes: int,
+        operations: dict[str, frozenset[str]],
         wsdl: bytes,
         wsdl_placeholder: str,
         public_url: str | None = None,
     ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
+        self.operations = operations
         self.wsdl = wsdl
         self.wsdl_placeholder = wsdl_placeholder.encode()
         self.public_url = public_url
@@ -186,7 +218,17 @@ class Guard:
             headers = [*headers, ("X-Correlation-Id", cid)]
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
-        result = self.app(environ, _start)
+        try:
+            result = self.app(environ, _start)
+        except Exception as exc:
+            log.error("failure inside the SOAP layer [correlation id %s]", cid, exc_info=exc)
+            if status_holder:
+                raise  # the response has started; nothing sensible can be sent any more
+            err = errors.InternalError(
+                "the gateway failed while handling this request; nothing was changed. Give the correlation id "
+                "to the gateway operator"
+            )
+            return self._fault(start_response, err, cid)
         log.info(
             "%s %s %s %.1f ms [correlation id %s]",
             environ.get("REQUEST_METHOD"),
@@ -231,12 +273,13 @@ class Guard:
         tree = parse_xml(
             body,
             max_bytes=self.max_request_bytes,
+            limits=REQUEST_TREE,
             too_large=errors.RequestTooLarge,
             not_xml=errors.RequestNotXml,
             dtd_forbidden=errors.RequestDtdForbidden,
             what="SOAP request",
         )
-        header, _payload = check_envelope(tree)
+        header, _payload = check_envelope(tree, self.operations)
         environ[ENV_CREDENTIALS] = read_credentials(header)
         environ[ENV_TREE] = tree
         environ["wsgi.input"] = io.BytesIO(b"")  # spyne works on ENV_TREE, not on a second parse
@@ -251,7 +294,6 @@ class Guard:
             411: "411 Length Required",
             413: "413 Payload Too Large",
             415: "415 Unsupported Media Type",
-            503: "503 Service Unavailable",
         }.get(err.http_status, "500 Internal Server Error")
         headers = [
             ("Content-Type", "text/xml; charset=utf-8"),
