@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,6 +33,14 @@ class SyncReport:
 
 
 def packet_path(out_dir: Path, doc_id: str, accepted_at: dt.datetime | None) -> Path:
+    """``DIR/yyyy/m/DOCID.edxml``. The docId comes from the gateway, so it must be a UUID before it becomes
+    part of a path (a hostile or spoofed gateway could otherwise write outside ``out_dir``)."""
+    try:
+        doc_id = str(uuid.UUID(doc_id))
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(
+            f"the gateway returned an unexpected docId {doc_id!r}; refusing to store it"
+        ) from None
     when = (accepted_at or dt.datetime.now(dt.timezone.utc)).astimezone(VN)
     return out_dir / f"{when:%Y}" / str(when.month) / f"{doc_id}.edxml"
 
@@ -55,9 +64,9 @@ def store_packet(out_dir: Path, packet: FetchedPacket, accepted_at: dt.datetime 
 
 
 def _keep_rejected(out_dir: Path, packet: FetchedPacket) -> None:
-    rejected = out_dir / "rejected"
-    rejected.mkdir(parents=True, exist_ok=True)
-    (rejected / f"{packet.doc_id}.edxml").write_bytes(packet.content)
+    path = packet_path(out_dir / "rejected", packet.doc_id, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(packet.content)
 
 
 def sync(

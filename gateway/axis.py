@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from gateway import errors
+from gateway.config import DEFAULT_TIMEZONE
 from gateway.core import routing
 from gateway.core.credentials import UsernameToken, check_secret
 from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, check_packet, packet_fields
@@ -36,6 +37,7 @@ from gateway.store.models import Agency, Delivery, Packet
 log = logging.getLogger("lienthong.axis")
 
 TRANSPORT_STATUSES = ("processing", "done", "fail")
+MAX_REASON = 500
 LIST_LIMIT = 1000
 
 
@@ -108,6 +110,7 @@ class AgencyInfo:
 class AgencyPolicy:
     """An agency's seal policy, read with the caller's identity."""
 
+    active: bool
     require_signature: bool
     allow_sha1: bool
     fingerprints: frozenset[str]
@@ -130,6 +133,9 @@ class Authenticator(Protocol):
     def authenticate(self, session: Session, credentials: object | None) -> Identity: ...
 
 
+_DUMMY_HASH = "sha256$" + "00" * 16 + "$" + "00" * 32
+
+
 class SecretAuthenticator:
     """UsernameToken (PasswordText) checked against the system's salted hash."""
 
@@ -142,7 +148,9 @@ class SecretAuthenticator:
         if not isinstance(credentials, UsernameToken):
             raise errors.InvalidCredentials("unsupported credentials for this gateway")
         system = repo.get_system(session, credentials.username)
-        if system is None or not system.active or not check_secret(credentials.password, system.secret_hash):
+        # the same hash work whether or not the system exists, so timing does not reveal system ids
+        ok = check_secret(credentials.password, system.secret_hash if system is not None else _DUMMY_HASH)
+        if system is None or not system.active or not ok:
             raise errors.InvalidCredentials(
                 "the system id or secret is wrong, or the system is disabled; check the credentials your "
                 "operator issued"
@@ -170,7 +178,7 @@ class Axis:
         schemas: SchemaSet,
         *,
         max_packet_bytes: int,
-        timezone: str = "Asia/Ho_Chi_Minh",
+        timezone: str = DEFAULT_TIMEZONE,
         authenticator: Authenticator | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         seals: SealSettings | None = None,
@@ -196,6 +204,7 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             policies = {
                 a.code: AgencyPolicy(
+                    active=a.active,
                     require_signature=a.require_signature,
                     allow_sha1=a.allow_sha1,
                     fingerprints=frozenset(c.fingerprint for c in a.certificates),
@@ -230,6 +239,7 @@ class Axis:
             root = seal.root
         packet = packet_fields(root, data)  # routing data: read from what the verification covered
         routing.check_sender(packet, identity)
+        routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 
         def operation(session: Session) -> SendOutcome:
             earlier = repo.packet_by_sender_digest(session, packet.from_organ, packet.sha256)
@@ -246,7 +256,12 @@ class Axis:
                 answered = repo.delivery_of_document(
                     session, sender=rf.organ_id, document_id=rf.document_id, recipient=packet.from_organ
                 )
-                route = routing.route_status(packet, identity, answered.packet_id if answered else None)
+                route = routing.route_status(
+                    packet,
+                    identity,
+                    answered.packet_id if answered else None,
+                    repo.agency_states(session, [rf.organ_id]).get(rf.organ_id),
+                )
             else:
                 route = routing.route_document(
                     packet, identity, repo.agency_states(session, packet.to_organs)
@@ -357,17 +372,30 @@ class Axis:
     # getEdoc
 
     def get_edoc(self, credentials: object | None, doc_id: str) -> FetchedPacket:
-        def operation(session: Session) -> FetchedPacket:
+        # Read the bytes without holding a write lock (a packet may be tens of MB), then mark the
+        # deliveries fetched in a short write of their own.
+        with self.db.unit_of_work() as session:
             identity = self.authenticator.authenticate(session, credentials)
             packet, mine = self._addressed(session, identity, doc_id, with_content=True)
-            repo.mark_fetched(session, mine, self.clock())
-            session.commit()
-            return FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
+            out = FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
+            unfetched = [d.id for d in mine if d.fetched_at is None]
+        if unfetched:
 
-        return self.db.run(operation, write=True, retries=0)
+            def mark(session: Session) -> None:
+                repo.mark_fetched(session, unfetched, self.clock())
+                session.commit()
+
+            self.db.run(mark, write=True, retries=0)
+        return out
 
     def _addressed(
-        self, session: Session, identity: Identity, doc_id: str, *, with_content: bool = False
+        self,
+        session: Session,
+        identity: Identity,
+        doc_id: str,
+        *,
+        with_content: bool = False,
+        lock: bool = False,
     ) -> tuple[Packet, Sequence[Delivery]]:
         doc_id = (doc_id or "").strip()
         packet = repo.packet_by_doc_id(session, doc_id, with_content=with_content) if doc_id else None
@@ -376,7 +404,7 @@ class Axis:
                 f"no packet has docId {doc_id!r}; use the docId that getReceivedEdocList returned",
                 doc_id=doc_id,
             )
-        mine = repo.deliveries_for(session, packet.id, identity.agencies)
+        mine = repo.deliveries_for(session, packet.id, identity.agencies, lock=lock)
         if not mine:
             raise errors.NotAddressee(
                 f"packet {doc_id} is not addressed to any agency of system {identity.system_id}",
@@ -395,10 +423,14 @@ class Axis:
                 f"status must be one of {', '.join(TRANSPORT_STATUSES)}, got {status!r}", argument="status"
             )
         reason = (reason or "").strip() or None
+        if reason is not None and len(reason) > MAX_REASON:
+            raise errors.InvalidArgument(
+                f"reason has {len(reason)} characters; at most {MAX_REASON} are kept", argument="reason"
+            )
 
         def operation(session: Session) -> tuple[str, ...]:
             identity = self.authenticator.authenticate(session, credentials)
-            _packet, mine = self._addressed(session, identity, doc_id)
+            _packet, mine = self._addressed(session, identity, doc_id, lock=True)
             now = self.clock()
             for delivery in mine:
                 if delivery.state == "done":
@@ -410,7 +442,6 @@ class Axis:
                         argument="status",
                     )
                 delivery.state = status
-                delivery.fetched_at = delivery.fetched_at or now
                 if status in ("done", "fail"):
                     delivery.acked_at = now
                     delivery.acked_by = identity.system_id
@@ -487,11 +518,7 @@ class Axis:
         def operation(session: Session) -> AgencyInfo:
             identity = self.authenticator.authenticate(session, credentials)
             _require_admin(identity)
-            agency = repo.get_agency(session, (code or "").strip())
-            if agency is None:
-                raise errors.UnknownAgency(f"no agency has code {code!r}", code=code)
-            agency.active = False
-            agency.updated_at = self.clock()
+            agency = deactivate_agency(session, code, self.clock())
             session.commit()
             return _agency_info(agency)
 
@@ -526,6 +553,16 @@ def _require_admin(identity: Identity) -> None:
         raise errors.AdminRequired(
             f"system {identity.system_id} may not change the directory; only administrator systems may"
         )
+
+
+def deactivate_agency(session: Session, code: str, now: dt.datetime) -> Agency:
+    """Stop deliveries to an agency; it stays in the directory because history refers to it."""
+    agency = repo.get_agency(session, (code or "").strip())
+    if agency is None:
+        raise errors.UnknownAgency(f"no agency has code {code!r}", code=code)
+    agency.active = False
+    agency.updated_at = now
+    return agency
 
 
 def upsert_agency(session: Session, info: AgencyInfo, now: dt.datetime) -> Agency:

@@ -119,15 +119,11 @@ def cmd_agency_list(args: argparse.Namespace) -> int:
 
 
 def cmd_agency_disable(args: argparse.Namespace) -> int:
-    from gateway.store import repo
+    from gateway.axis import deactivate_agency
 
     db = _db(_config(args))
     with db.unit_of_work(write=True) as session:
-        agency = repo.get_agency(session, args.code)
-        if agency is None:
-            raise errors.UsageError(f"no agency has code {args.code}")
-        agency.active = False
-        agency.updated_at = _now()
+        deactivate_agency(session, args.code, _now())
         session.commit()
     out.print(f"agency {args.code} is disabled: it stays in the directory but receives nothing")
     return 0
@@ -328,9 +324,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_system_add(args: argparse.Namespace) -> int:
-    from gateway.core.credentials import MIN_SECRET_LENGTH, generate_secret, hash_secret
+    from gateway.core.credentials import MIN_SECRET_LENGTH
     from gateway.store import repo
     from gateway.store.models import System
+    from gateway.systems import generate_secret, store_secret
 
     if args.generate_secret:
         secret = generate_secret()
@@ -355,7 +352,7 @@ def cmd_system_add(args: argparse.Namespace) -> int:
             raise errors.UsageError(f"system {args.system_id} already exists")
         system = System(
             id=args.system_id,
-            secret_hash=hash_secret(secret),
+            secret_hash=store_secret(secret),
             is_admin=args.admin,
             active=True,
             created_at=_now(),

@@ -40,6 +40,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_MAX_PACKET_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
 CONFIG_FILE_NAME = "lienthong.toml"
 
 
@@ -61,7 +62,7 @@ class Config:
     data_dir: Path
     database_url: str
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
-    timezone: str = "Asia/Ho_Chi_Minh"
+    timezone: str = DEFAULT_TIMEZONE
     log_level: str = "INFO"
     schema_dir: Path | None = None
     public_url: str | None = None
@@ -93,10 +94,6 @@ class Config:
     def max_request_bytes(self) -> int:
         """The largest SOAP request: a base64 packet (4/3 of its size) plus room for the envelope."""
         return (self.max_packet_bytes * 4 + 2) // 3 + 256 * 1024
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
 
     def redacted_database_url(self) -> str:
         return _redact_url(self.database_url)
@@ -155,7 +152,7 @@ class Config:
             problems.append(f"max_packet_bytes must be a whole number of bytes, got {max_packet!r}")
             max_packet = DEFAULT_MAX_PACKET_BYTES
 
-        tz = pick("timezone", "LIENTHONG_TIMEZONE") or "Asia/Ho_Chi_Minh"
+        tz = pick("timezone", "LIENTHONG_TIMEZONE") or DEFAULT_TIMEZONE
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):

@@ -19,13 +19,13 @@ from rich.table import Table
 
 from gateway import pki
 from gateway.axis import AgencyInfo, upsert_agency
-from gateway.core.credentials import generate_secret, hash_secret
 from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.migrate import upgrade
 from gateway.store.models import AgencyCertificate, System
+from gateway.systems import generate_secret, store_secret
 
 AGENCIES = [
     ("000.00.00.G22", "Văn phòng Chính phủ", "vpcp-edoc"),
@@ -64,7 +64,11 @@ def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Pat
             repo.add_system(
                 session,
                 System(
-                    id=system_id, secret_hash=hash_secret(secret), is_admin=False, active=True, created_at=now
+                    id=system_id,
+                    secret_hash=store_secret(secret),
+                    is_admin=False,
+                    active=True,
+                    created_at=now,
                 ),
                 [code],
             )

@@ -1,8 +1,9 @@
-"""Secrets of connected systems: generated, hashed with a salt, checked in constant time.
+"""Secrets of connected systems: hashed with a salt, checked in constant time.
 
-Secrets are long random strings (:func:`generate_secret`, 256 bits), so a single salted SHA-256 is as
-strong as a slow password hash would be and keeps the check per request cheap (microseconds). Secrets an
-operator supplies must be at least :data:`MIN_SECRET_LENGTH` characters for the same reason.
+Secrets are long random strings (``gateway.systems.generate_secret``, 256 bits), so a single salted
+SHA-256 is as strong as a slow password hash would be and keeps the check per request cheap
+(microseconds). Secrets an operator supplies must be at least :data:`MIN_SECRET_LENGTH` characters for the
+same reason. Randomness comes from the caller (this package reads no operating-system state).
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import secrets
 
 MIN_SECRET_LENGTH = 32
 _SCHEME = "sha256"
 
 
-def generate_secret() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str, salt: bytes | None = None) -> str:
+def hash_secret(secret: str, salt: bytes) -> str:
     """``sha256$<salt hex>$<digest hex>``; the clear secret is never stored."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
+    if len(salt) < 16:
+        raise ValueError("the salt must be at least 16 random bytes")
     digest = hashlib.sha256(salt + secret.encode("utf-8")).hexdigest()
     return f"{_SCHEME}${salt.hex()}${digest}"
 

@@ -51,7 +51,7 @@ NEW, RECALL, UPDATE, REPLACE = 0, 1, 2, 3
 #: children of a document MessageHeader and how many of each the standard allows: (min, max)
 _DOC_HEADER_CARDINALITY = {
     "From": (1, 1),
-    "To": (1, None),
+    "To": (1, 5000),
     "DocumentId": (1, 1),
     "Code": (1, 1),
     "Subject": (1, 1),
@@ -61,7 +61,7 @@ _DOC_HEADER_CARDINALITY = {
     "SignerInfo": (0, 1),
     "DueDate": (0, 1),
     "OtherInfo": (0, 1),
-    "ResponseFor": (0, None),
+    "ResponseFor": (0, 100),
     "SteeringType": (0, 1),
     "ToPlaces": (0, 1),
 }
@@ -260,11 +260,7 @@ def packet_fields(root: etree._Element, data: bytes) -> Packet:
             status_time=_text(mh, "Timestamp"),
             staff=_text(mh.find(q("StaffInfo")), "Staff"),
         )
-    to_organs: list[str] = []
-    for to in mh.findall(q("To")):
-        organ = _text(to, "OrganId") or ""
-        if organ not in to_organs:
-            to_organs.append(organ)
+    to_organs = list(dict.fromkeys(_text(to, "OrganId") or "" for to in mh.findall(q("To"))))
     code_el = mh.find(q("Code"))
     code_number, code_notation = _text(code_el, "CodeNumber"), _text(code_el, "CodeNotation")
     code_text = "/".join(part for part in (code_number, code_notation) if part) or None

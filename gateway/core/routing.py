@@ -40,6 +40,12 @@ class Route:
     answers_packet: int | None = None
 
 
+def listing(codes: list[str] | tuple[str, ...], limit: int = 10) -> str:
+    """A list of codes for a message, cut after ``limit`` entries."""
+    shown = ", ".join(codes[:limit])
+    return shown + (f" and {len(codes) - limit} more" if len(codes) > limit else "")
+
+
 def check_sender(packet: Packet, identity: Identity) -> None:
     if not identity.may_act_for(packet.from_organ):
         raise errors.SenderNotAllowed(
@@ -55,27 +61,46 @@ def route_document(packet: Packet, identity: Identity, directory: Mapping[str, A
     unknown = [code for code in packet.to_organs if code not in directory]
     if unknown:
         raise errors.UnknownRecipient(
-            f"recipient agency {', '.join(unknown)} is not in the directory; check the To/OrganId codes "
+            f"recipient agency {listing(unknown)} is not in the directory; check the To/OrganId codes "
             f"(getAgenciesList lists the registered agencies)",
-            agencies=unknown,
+            agencies=unknown[:100],
         )
     inactive = [code for code in packet.to_organs if not directory[code].active]
     if inactive:
         raise errors.InactiveRecipient(
-            f"recipient agency {', '.join(inactive)} is no longer active on the axis; nothing was sent",
-            agencies=inactive,
+            f"recipient agency {listing(inactive)} is no longer active on the axis; nothing was sent",
+            agencies=inactive[:100],
         )
     return Route(recipients=packet.to_organs)
 
 
-def route_status(packet: Packet, identity: Identity, delivered_packet_id: int | None) -> Route:
+def check_sender_active(packet: Packet, sender: AgencyState) -> None:
+    if not sender.active:
+        raise errors.InactiveSender(
+            f"agency {packet.from_organ} is no longer active on the axis and may not send; ask the operator",
+            agency=packet.from_organ,
+        )
+
+
+def route_status(
+    packet: Packet,
+    identity: Identity,
+    delivered_packet_id: int | None,
+    recipient: AgencyState | None = None,
+) -> Route:
     """Recipient of a status packet.
 
     ``delivered_packet_id`` is the id of the document named by ``ResponseFor`` (its sender and
-    DocumentId) that the gateway delivered to the status's ``From``, or None if there is none.
+    DocumentId) that the gateway delivered to the status's ``From``, or None if there is none;
+    ``recipient`` is the directory entry of ``ResponseFor/OrganId``.
     """
     check_sender(packet, identity)
     rf = packet.response_for[0]
+    if recipient is not None and not recipient.active:
+        raise errors.InactiveRecipient(
+            f"agency {rf.organ_id} is no longer active on the axis; the status cannot be delivered",
+            agencies=[rf.organ_id],
+        )
     if delivered_packet_id is None:
         raise errors.StatusForUnknownDocument(
             f"agency {packet.from_organ} never received document {rf.document_id!r} from {rf.organ_id} "

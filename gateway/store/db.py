@@ -61,6 +61,19 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
+_RACE_SQLSTATES = {"23505", "40001", "40P01"}  # unique violation, serialization failure, deadlock
+
+
+def is_race(exc: BaseException) -> bool:
+    """A conflict with a concurrent transaction that re-running the operation resolves: a unique
+    violation (someone inserted the same row first), a serialization failure or a deadlock."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None)
+    if state in _RACE_SQLSTATES:
+        return True
+    return isinstance(exc, sa_exc.IntegrityError) and "UNIQUE constraint failed" in str(orig)
+
+
 @contextlib.contextmanager
 def database_errors() -> Iterator[None]:
     """Map the database driver's failures to :class:`~gateway.errors.DatabaseUnavailable` (one place)."""
@@ -69,6 +82,8 @@ def database_errors() -> Iterator[None]:
     except errors.LienthongError:
         raise
     except sa_exc.SQLAlchemyError as exc:
+        if is_race(exc):
+            raise  # Database.run decides whether to re-run
         if is_unavailable(exc):
             log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
             raise errors.DatabaseUnavailable(
@@ -103,19 +118,29 @@ class Database:
     def run(self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1) -> T:
         """Run ``operation(session)`` in one transaction; it calls ``session.commit()`` itself.
 
-        An :class:`~sqlalchemy.exc.IntegrityError` (a concurrent request inserted the same unique row
-        first) re-runs the whole operation, which then sees the other request's row.
+        Losing a race to a concurrent transaction (:func:`is_race`: a unique row inserted first, a
+        serialization failure, a deadlock) re-runs the whole operation, which then sees the other
+        request's work. Any other database error is not retried.
         """
         attempt = 0
         while True:
             try:
                 with self.unit_of_work(write=write) as session:
                     return operation(session)
-            except sa_exc.IntegrityError:
-                if attempt >= retries:
+            except sa_exc.DBAPIError as exc:
+                if not is_race(exc):
                     raise
+                if attempt >= retries:
+                    if isinstance(exc, sa_exc.IntegrityError):
+                        raise
+                    log.error(
+                        "database contention did not clear after %d attempts", attempt + 1, exc_info=exc
+                    )
+                    raise errors.DatabaseUnavailable(
+                        "the gateway's database is too busy right now; nothing was changed, try again"
+                    ) from exc
                 attempt += 1
-                log.info("retrying after a concurrent insert of the same row")
+                log.info("retrying after losing a race with a concurrent request")
 
     def dispose(self) -> None:
         self.engine.dispose()

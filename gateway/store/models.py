@@ -154,14 +154,14 @@ class Packet(Base):
     __table_args__ = (
         # The same bytes from the same sender are the same packet: a resend returns the first docId.
         UniqueConstraint("sender_code", "sha256"),
-        # One new document per (sender, DocumentId); updates and replaces may reuse it.
+        # One new document or recall per (sender, DocumentId); updates and replaces may reuse it.
         Index(
             "uq_packets_new_document_id",
             "sender_code",
             "document_id",
             unique=True,
-            sqlite_where=text("message_type = 'edoc' AND business_doc_type = 0"),
-            postgresql_where=text("message_type = 'edoc' AND business_doc_type = 0"),
+            sqlite_where=text("message_type = 'edoc' AND business_doc_type IN (0, 1)"),
+            postgresql_where=text("message_type = 'edoc' AND business_doc_type IN (0, 1)"),
         ),
         Index("ix_packets_sender_type_created", "sender_code", "message_type", "created_at"),
         Index("ix_packets_sender_document_id", "sender_code", "document_id"),

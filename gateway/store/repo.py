@@ -107,12 +107,19 @@ def recipients_of(session: Session, packet_id: int) -> list[str]:
     )
 
 
-def deliveries_for(session: Session, packet_id: int, recipients: Iterable[str]) -> Sequence[Delivery]:
-    return session.scalars(
+def deliveries_for(
+    session: Session, packet_id: int, recipients: Iterable[str], *, lock: bool = False
+) -> Sequence[Delivery]:
+    """The packet's deliveries to ``recipients``; ``lock`` holds them (FOR UPDATE) until the commit, so two
+    acknowledgements of the same delivery cannot interleave."""
+    stmt = (
         select(Delivery)
         .where(Delivery.packet_id == packet_id, Delivery.recipient_code.in_(list(recipients)))
         .order_by(Delivery.id)
-    ).all()
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Delivery)
+    return session.scalars(stmt).all()
 
 
 def _date_range(stmt: Select, column, start: dt.datetime | None, end: dt.datetime | None) -> Select:  # type: ignore[no-untyped-def]
@@ -161,8 +168,7 @@ def sent(
     return session.scalars(stmt.order_by(Packet.id.desc(), Delivery.id).limit(limit)).all()
 
 
-def mark_fetched(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) -> None:
-    ids = [d.id for d in deliveries if d.fetched_at is None]
+def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime) -> None:
     if ids:
         session.execute(
             update(Delivery)

@@ -13,13 +13,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gateway.axis import AgencyInfo, upsert_agency
-from gateway.core.credentials import generate_secret, hash_secret
 from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.migrate import upgrade
 from gateway.store.models import AgencyCertificate, Base, System
+from gateway.systems import generate_secret, store_secret
 
 G22, H41, H49, G01, K41, G09 = (
     "000.00.00.G22",
@@ -134,7 +134,7 @@ class World:
                     session,
                     System(
                         id=system_id,
-                        secret_hash=hash_secret(secret),
+                        secret_hash=store_secret(secret),
                         is_admin=admin,
                         active=True,
                         created_at=now,

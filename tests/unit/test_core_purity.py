@@ -72,4 +72,4 @@ def test_only_entry_points_read_the_environment():
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
                 if isinstance(node.value, ast.Name) and node.value.id == "os":
                     readers.add(path.relative_to(root).as_posix())
-    assert readers <= {"cli.py", "launcher.py", "wsgi.py"}, readers
+    assert readers <= {"cli.py", "launcher.py"}, readers
