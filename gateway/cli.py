@@ -524,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default 2)")
+    s.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default 4)")
     s.add_argument("--access-log", action="store_true", help="log every HTTP request")
     s.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an already bound socket, from a parent
     s.set_defaults(func=cmd_serve)

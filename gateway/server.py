@@ -50,6 +50,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     workers: int = 2,
+    threads: int = 4,
     fd: int | None = None,
     timeout: int = 300,
     access_log: bool = False,
@@ -58,7 +59,10 @@ def serve(
     options: dict[str, Any] = {
         "bind": [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"],
         "workers": workers,
-        "worker_class": "sync",
+        # Threads per worker: a slow client holds one thread, not a whole process. On a network where
+        # clients are not trusted, put a buffering reverse proxy (nginx) with body timeouts in front.
+        "worker_class": "gthread",
+        "threads": threads,
         # Large packets (tens of MB) take time to upload on slow links; an idle connection is still cut.
         "timeout": timeout,
         "graceful_timeout": 30,

@@ -70,6 +70,7 @@ _TRANSFORM_BY_HREF = {
         T.SHA256, T.SHA384, T.SHA512, T.SHA1, T.EXCL_C14N, T.C14N, T.C14N11, T.ENVELOPED,
     )
 }  # fmt: skip
+_X509_ITEMS = {"X509Certificate", "X509IssuerSerial", "X509SubjectName", "X509SKI"}
 _HASHLIB = {
     "sha256": hashlib.sha256,
     "sha384": hashlib.sha384,
@@ -171,6 +172,12 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
     if names != ["SignedInfo", "SignatureValue", "KeyInfo"]:
         raise _malformed(f"expected SignedInfo, SignatureValue, KeyInfo; found {', '.join(map(str, names))}")
     signed_info, _value, key_info = parts
+    for child in _children(key_info):
+        if etree.QName(child).localname != "X509Data":
+            raise _malformed(f"KeyInfo may hold only X509Data, not {etree.QName(child).localname}")
+        for item in _children(child):
+            if etree.QName(item).localname not in _X509_ITEMS:
+                raise _malformed(f"X509Data may not hold {etree.QName(item).localname}")
 
     info = _children(signed_info)
     info_names = [etree.QName(c).localname for c in info]
@@ -238,6 +245,14 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
         digest_value = base64.b64decode("".join((ref_parts[-1].text or "").split()), validate=True)
     except ValueError:
         raise _malformed("DigestValue is not base64") from None
+
+    # Nothing but XML-DSig may sit inside the Signature: the enveloped transform removes the whole element
+    # from what is signed, so anything else there (a MessageHeader, a To list) would travel unsigned.
+    for el in sig.iter():
+        if isinstance(el.tag, str) and etree.QName(el).namespace != DS:
+            raise _malformed(
+                f"{etree.QName(el).localname} (line {el.sourceline}) inside the Signature is not covered by it"
+            )
 
     certificates = []
     for data in key_info.iter(_ds("X509Certificate")):

@@ -100,3 +100,13 @@ def test_schemas_keep_the_standard_namespace():
     for name in ("edxml-document.xsd", "edxml-status.xsd"):
         root = etree.parse(str(ROOT / "xsd" / name)).getroot()
         assert root.get("targetNamespace") == "http://www.mic.gov.vn/TBT/QCVN_102_2016"
+
+
+def test_configured_public_url_is_the_only_address_served(tmp_path):
+    from gateway.launcher import GatewayProcess
+
+    with GatewayProcess(tmp_path, env={"LIENTHONG_PUBLIC_URL": "https://axis.example.gov.vn/"}) as gw:
+        served = requests.get(gw.url + "?wsdl", headers={"Host": "evil.example"}, timeout=10).content
+    assert b"evil.example" not in served
+    address = etree.fromstring(served).find(".//soap:address", W).get("location")
+    assert address == "https://axis.example.gov.vn/"

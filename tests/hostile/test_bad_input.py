@@ -267,3 +267,93 @@ def test_a_valid_raw_request_works(world):
     reply = raw.post(world.url, raw.envelope(raw.send_edoc_payload(packet), sec))
     assert reply.status == 200 and reply.code is None, reply.body[:500]
     assert b"docId" in reply.body
+
+
+# --- found in review ------------------------------------------------------------------------------------
+
+
+def test_comment_or_pi_in_the_body(world):
+    sec = raw.security_header("vpcp", world.secrets["vpcp"])
+    for junk in ("<!-- hi -->", "<?php echo 1; ?>"):
+        refused_raw(world, raw.envelope(junk + "<tns:getAgenciesList/>", sec), "Client.Request.MalformedEnvelope")
+
+
+def test_payload_outside_the_service_namespace_or_with_unknown_parameters(world):
+    sec = raw.security_header("vpcp", world.secrets["vpcp"])
+    refused_raw(world, raw.envelope("<getAgenciesList/>", sec), "Client.Request.UnknownOperation")
+    refused_raw(world, raw.envelope("<tns:dropTables/>", sec), "Client.Request.UnknownOperation")
+    refused_raw(
+        world,
+        raw.envelope("<tns:getAgenciesList><tns:evil>1</tns:evil></tns:getAgenciesList>", sec),
+        "Client.Request.MalformedEnvelope",
+    )
+
+
+def test_ambiguous_credentials(world):
+    good = raw.security_header("vpcp", world.secrets["vpcp"])
+    two_users = good.replace("<wsse:Username>vpcp</wsse:Username>",
+                             "<wsse:Username>vpcp</wsse:Username><wsse:Username>nghean</wsse:Username>")
+    refused_raw(world, raw.envelope("<tns:getAgenciesList/>", two_users), "Client.Request.MalformedEnvelope")
+    two_tokens = good.replace("</wsse:Security>", good.split(">", 1)[1].replace("</wsse:Security>", "") +
+                              "</wsse:Security>")
+    refused_raw(world, raw.envelope("<tns:getAgenciesList/>", two_tokens), "Client.Request.MalformedEnvelope")
+    padded = raw.security_header("  vpcp\n", world.secrets["vpcp"])
+    refused_raw(world, raw.envelope("<tns:getAgenciesList/>", padded), "Client.Auth.InvalidCredentials")
+
+
+def test_a_bare_ampersand_is_malformed_xml(world):
+    packet = new_document(G22, [H41]).replace(b"</Subject>", b" &amp; B</Subject>").replace(b"&amp;", b"&")
+    fault = refused(world, lambda: world.client("vpcp").send(packet, sign=False), "Client.Packet.NotXml")
+    assert "well-formed" in fault.message
+
+
+def test_too_many_recipients(world):
+    header = new_document(G22, [H41])
+    many = b"".join(b"<To><OrganId>000.00.00.H41</OrganId></To>" for _ in range(5001))
+    packet = header.replace(b"<DocumentId>", many + b"<DocumentId>", 1)
+    fault = refused(world, lambda: world.client("vpcp").send(packet), "Client.Packet.SchemaInvalid")
+    assert "To" in fault.message
+
+
+def test_an_inactive_agency_may_not_send(world):
+    from gateway.store.models import Agency
+
+    with world.db.unit_of_work(write=True) as session:
+        session.get(Agency, H49).active = False
+        session.commit()
+    try:
+        refused(world, lambda: world.client("quangninh").send(new_document(H49, [H41])), "Client.Auth.InactiveSender")
+    finally:
+        with world.db.unit_of_work(write=True) as session:
+            session.get(Agency, H49).active = True
+            session.commit()
+
+
+def test_done_is_final_and_reasons_are_bounded(world):
+    sent = world.client("vpcp").send(new_document(G22, [H41]))
+    nghean = world.client("nghean")
+    refused(world, lambda: nghean.ack(sent.docId, "fail", "x" * 501), "Client.Request.InvalidArgument")
+    nghean.ack(sent.docId, "done")
+    refused(world, lambda: nghean.ack(sent.docId, "fail", "too late"), "Client.Request.InvalidArgument")
+    nghean.ack(sent.docId, "done")  # acknowledging twice is harmless
+    row = world.client("vpcp").sent(sent.docId)[0]
+    assert row.transportState == "done" and row.deliveredAt is None  # never fetched: not "delivered"
+
+
+def test_every_fault_has_exactly_the_soap_11_parts(world):
+    """Faults from the guard and from the operations have one shape: faultcode, faultstring,
+    faultactor, detail — and nothing after detail."""
+    from lxml import etree
+
+    sec = raw.security_header("vpcp", world.secrets["vpcp"])
+    bad_secret = raw.security_header("vpcp", "wrong-" + world.secrets["vpcp"])
+    for body in (
+        raw.envelope("<tns:getAgenciesList/>", bad_secret),  # an operation's fault
+        b"<soapenv:Envelope",  # the guard's fault
+        raw.envelope("<tns:getEdoc><tns:docId>x</tns:docId><tns:docId>y</tns:docId></tns:getEdoc>", sec),
+    ):
+        reply = raw.post(world.url, body)
+        fault = etree.fromstring(reply.body).find(f"{{{raw.SOAP}}}Body/{{{raw.SOAP}}}Fault")
+        assert fault is not None, reply.body[:300]
+        assert [child.tag for child in fault] == ["faultcode", "faultstring", "faultactor", "detail"]
+        assert reply.code and reply.code.startswith("Client.") and reply.correlation_id
