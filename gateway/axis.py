@@ -28,7 +28,7 @@ from gateway.core import routing
 from gateway.core.credentials import UsernameToken, check_secret
 from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, check_packet, packet_fields
 from gateway.core.routing import Identity
-from gateway.core.seal import SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
+from gateway.core.seal import KeyCache, SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
 from gateway.core.trust import TrustStore
 from gateway.store import repo
 from gateway.store.db import Database
@@ -124,6 +124,7 @@ class SealSettings:
     trust: Callable[[], TrustStore]
     policy: SealPolicy = dataclasses.field(default_factory=SealPolicy)
     subject_attribute: str | None = None
+    keys: KeyCache = dataclasses.field(default_factory=KeyCache)
 
 
 # --- identity -------------------------------------------------------------------------------------------
@@ -229,6 +230,7 @@ class Axis:
                 trust=self.seals.trust(),
                 at=self.clock(),
                 allow_sha1=policy.allow_sha1,
+                keys=self.seals.keys,
             )
             check_signer_agency(
                 seal,

@@ -42,7 +42,6 @@ from gateway.core.packet import NS
 from gateway.core.trust import (
     TrustStore,
     check_certificate,
-    fingerprint_sha256,
     subject_attribute,
     subject_text,
 )
@@ -162,6 +161,7 @@ class _Shape:
     reference_c14n: str | None
     digest_value: bytes
     certificates: tuple[x509.Certificate, ...]
+    signer_der: bytes
 
 
 def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _Shape:
@@ -254,14 +254,14 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
                 f"{etree.QName(el).localname} (line {el.sourceline}) inside the Signature is not covered by it"
             )
 
-    certificates = []
+    certificates, ders = [], []
     for data in key_info.iter(_ds("X509Certificate")):
         try:
-            certificates.append(
-                x509.load_der_x509_certificate(base64.b64decode("".join((data.text or "").split())))
-            )
+            der = base64.b64decode("".join((data.text or "").split()), validate=True)
+            certificates.append(x509.load_der_x509_certificate(der))
         except ValueError:
             raise _malformed("an X509Certificate in KeyInfo cannot be read") from None
+        ders.append(der)
     if not certificates:
         raise _malformed("KeyInfo must carry the signer's X.509 certificate (X509Data/X509Certificate)")
     return _Shape(
@@ -271,6 +271,7 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
         reference_c14n=hrefs[1] if len(hrefs) == 2 else None,
         digest_value=digest_value,
         certificates=tuple(certificates),
+        signer_der=ders[0] if ders else b"",
     )
 
 
@@ -301,10 +302,43 @@ def _document_digest(root: etree._Element, sig: etree._Element, shape: _Shape) -
     return _HASHLIB[name](data).digest()
 
 
-def _xmlsec_verify(sig: etree._Element, shape: _Shape) -> bool:
+@dataclasses.dataclass(frozen=True)
+class _SignerInfo:
+    key: xmlsec.Key
+    fingerprint: str
+    subject: str
+
+
+class KeyCache:
+    """What is read from a signer's certificate once and reused: its xmlsec key (reading one costs more
+    than verifying a 4 KB packet), fingerprint and subject. One per process, passed in: the core keeps no
+    global state. Keyed by the certificate's exact DER bytes."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: dict[bytes, _SignerInfo] = {}
+
+    def get(self, der: bytes, cert: x509.Certificate) -> _SignerInfo:
+        entry = self._entries.get(der)
+        if entry is None:
+            entry = _signer_info(der, cert)
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[der] = entry
+        return entry
+
+
+def _signer_info(der: bytes, cert: x509.Certificate) -> _SignerInfo:
+    return _SignerInfo(
+        key=xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER),
+        fingerprint=hashlib.sha256(der).hexdigest(),
+        subject=subject_text(cert),
+    )
+
+
+def _xmlsec_verify(sig: etree._Element, shape: _Shape, signer: _SignerInfo) -> bool:
     ctx = xmlsec.SignatureContext()
-    der = shape.certificates[0].public_bytes(serialization.Encoding.DER)
-    ctx.key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)
+    ctx.key = signer.key
     for href in {T.ENVELOPED.href, shape.reference_c14n, shape.digest_method} - {None}:
         ctx.enable_reference_transform(_TRANSFORM_BY_HREF[href])
     for href in (shape.c14n_method, shape.signature_method, shape.digest_method):
@@ -323,13 +357,16 @@ def verify_seal(
     trust: TrustStore,
     at: dt.datetime,
     allow_sha1: bool = False,
+    keys: KeyCache | None = None,
 ) -> VerifiedSeal:
     """Verify the packet's seal; raise a :class:`~gateway.errors.SealError` naming what is wrong."""
     root = tree.getroot()
     sig = locate_signature(root)
     shape = _check_shape(sig, policy, allow_sha1)
     _check_no_comments(root)
-    if not _xmlsec_verify(sig, shape):
+    leaf, intermediates = shape.certificates[0], shape.certificates[1:]
+    signer = keys.get(shape.signer_der, leaf) if keys is not None else _signer_info(shape.signer_der, leaf)
+    if not _xmlsec_verify(sig, shape, signer):
         if _document_digest(root, sig, shape) != shape.digest_value:
             raise errors.SealDigestMismatch(
                 "the packet was changed after it was signed (the digest of its content does not match the "
@@ -339,7 +376,6 @@ def verify_seal(
             "the signature value does not verify with the certificate in KeyInfo (the certificate does not "
             "belong to the key that signed, or the signature was altered)"
         )
-    leaf, intermediates = shape.certificates[0], shape.certificates[1:]
     chain = check_certificate(trust, leaf, intermediates, at)
     sig_name = {**SIGNATURE_ALGORITHMS, **LEGACY_SIGNATURE}[shape.signature_method]
     digest_name = {**DIGEST_ALGORITHMS, **LEGACY_DIGEST}[shape.digest_method]
@@ -347,8 +383,8 @@ def verify_seal(
         root=root,
         signer=leaf,
         chain=tuple(chain),
-        fingerprint=fingerprint_sha256(leaf),
-        subject=subject_text(leaf),
+        fingerprint=signer.fingerprint,
+        subject=signer.subject,
         serial=format(leaf.serial_number, "x"),
         signature_algorithm=sig_name,
         digest_algorithm=digest_name,

@@ -147,6 +147,9 @@ class TrustStore:
 
     anchors: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...] = ()
+    #: chains already validated against this store, with the time window in which they stay valid;
+    #: a new store (new anchors or CRLs) starts empty, so a memo never outlives what it was checked against
+    _validated: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "anchors", tuple(self.anchors))
@@ -483,6 +486,9 @@ def _diagnose(
 # --- the check --------------------------------------------------------------------------------------------
 
 
+_MEMO_SIZE = 4096
+
+
 def check_certificate(
     store: TrustStore,
     leaf: x509.Certificate,
@@ -493,6 +499,10 @@ def check_certificate(
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("check_certificate needs a timezone-aware time")
     at = at.astimezone(dt.timezone.utc)
+    key = (_der(leaf), *(_der(c) for c in intermediates))
+    memo = store._validated.get(key)
+    if memo is not None and memo[1] <= at <= memo[2]:
+        return memo[0]
     problem = _validity_error(leaf, at, _SIGNER)
     if problem is not None:
         raise problem
@@ -523,4 +533,8 @@ def check_certificate(
     problem = _chain_error(chain, at) or _signing_usage_error(leaf) or _revocation_error(store.crls, chain)
     if problem is not None:
         raise problem
+    if len(store._validated) < _MEMO_SIZE:
+        start = max(c.not_valid_before_utc for c in chain)
+        end = min(c.not_valid_after_utc for c in chain)
+        store._validated[key] = (chain, start, end)
     return chain
