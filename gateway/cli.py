@@ -96,6 +96,9 @@ def cmd_agency_list(args: argparse.Namespace) -> int:
                 "email": a.email,
                 "oldCode": a.old_code,
                 "active": a.active,
+                "requireSignature": a.require_signature,
+                "allowSha1": a.allow_sha1,
+                "certificates": [c.fingerprint for c in a.certificates],
             }
             for a in repo.list_agencies(session, args.filter)
         ]
@@ -103,7 +106,17 @@ def cmd_agency_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     table = Table(title=f"{len(rows)} agencies")
-    for col in ("code", "name", "parent", "email", "old code", "active"):
+    for col in (
+        "code",
+        "name",
+        "parent",
+        "email",
+        "old code",
+        "active",
+        "require-signature",
+        "sha-1",
+        "seals",
+    ):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -113,6 +126,9 @@ def cmd_agency_list(args: argparse.Namespace) -> int:
             r["email"] or "",
             r["oldCode"] or "",
             "yes" if r["active"] else "no",
+            "on" if r["requireSignature"] else "OFF",
+            "allowed" if r["allowSha1"] else "no",
+            str(len(r["certificates"])),
         )
     out.print(table)
     return 0
@@ -410,10 +426,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.fd is None:
         err.print(
             f"lienthong gateway on http://{args.host}:{args.port}/ (WSDL at /?wsdl), "
-            f"{args.workers} workers, database {config.redacted_database_url()}"
+            f"{args.workers} workers × {args.threads} threads, database {config.redacted_database_url()}"
         )
     serve(
-        config, host=args.host, port=args.port, workers=args.workers, fd=args.fd, access_log=args.access_log
+        config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        fd=args.fd,
+        access_log=args.access_log,
     )
     return 0
 

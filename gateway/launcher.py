@@ -27,6 +27,7 @@ class GatewayProcess:
         *,
         database_url: str | None = None,
         workers: int = 2,
+        threads: int = 4,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
@@ -34,6 +35,7 @@ class GatewayProcess:
         self.data_dir = Path(data_dir)
         self.database_url = database_url
         self.workers = workers
+        self.threads = threads
         self.extra_env = dict(env or {})
         self.log_path = log_path or self.data_dir / "gateway.log"
         self.startup_timeout = startup_timeout
@@ -60,7 +62,18 @@ class GatewayProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(fd), "--workers", str(self.workers)],
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--fd",
+                str(fd),
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+            ],
             pass_fds=(fd,),
             env=env,
             stdout=log,

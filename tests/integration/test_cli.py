@@ -254,3 +254,79 @@ def test_demo_runs_the_whole_exchange_and_leaves_nothing_running(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the temporary gateway and its database are gone
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps and "lienthong-demo" not in ps
+
+
+def test_seal_policy_commands(operated, tmp_path):
+    data, gw, secrets = operated
+    # require-signature off for H41: its unsigned packet goes through, and agency list shows it
+    lienthong("agency", "set", H41, "--require-signature", "off", data_dir=data)
+    rows = {a["code"]: a for a in json.loads(lienthong("agency", "list", "--json", data_dir=data).stdout)}
+    assert rows[H41]["requireSignature"] is False and rows[G22]["requireSignature"] is True
+    assert len(rows[G22]["certificates"]) == 1
+    table = lienthong("agency", "list", data_dir=data).stdout
+    assert "OFF" in table
+    lienthong("agency", "set", H41, "--require-signature", "on", "--allow-sha1", "on", data_dir=data)
+    rows = {a["code"]: a for a in json.loads(lienthong("agency", "list", "--json", data_dir=data).stdout)}
+    assert rows[H41]["requireSignature"] is True and rows[H41]["allowSha1"] is True
+    lienthong("agency", "set", H41, "--allow-sha1", "off", data_dir=data)
+    proc = lienthong("agency", "set", H41, data_dir=data, check=False)
+    assert proc.returncode == 1 and "nothing to set" in proc.stderr
+
+
+def test_offline_verify_command(operated, tmp_path):
+    data, gw, secrets = operated
+    pki = PKI_DIR[0]
+    (tmp_path / "unsigned.edxml").write_bytes(new_document(G22, [H41]))
+    good = tmp_path / "good.edxml"
+    client(gw.url, "vpcp", secrets["vpcp"], "sign", str(tmp_path / "unsigned.edxml"), "-o", str(good))
+    bad = tmp_path / "bad.edxml"
+    bad.write_bytes(good.read_bytes().replace("thử nghiệm".encode(), "thu nghiem".encode()))
+    proc = lienthong("verify", str(good), "--trust", str(pki / "ca.pem"), data_dir=data)
+    assert "VALID" in proc.stdout and G22 in proc.stdout and "rsa-sha256" in proc.stdout
+    proc = lienthong("verify", str(good), str(bad), "--trust", str(pki / "ca.pem"), "--json", data_dir=data,
+                     check=False)
+    assert proc.returncode == 1
+    reports = json.loads(proc.stdout)
+    assert reports[0]["valid"] is True and reports[0]["agency"] == G22
+    assert reports[0]["signerAgencyAttribute"] == [G22] and reports[0]["signatureAlgorithm"] == "rsa-sha256"
+    assert reports[1]["valid"] is False and reports[1]["code"] == "Client.Seal.DigestMismatch"
+    # without the CA the seal cannot be trusted
+    other = tmp_path / "other-ca"
+    lienthong("pki", "--out", str(other), "--agency", f"{G22}=X", data_dir=data)
+    proc = lienthong("verify", str(good), "--trust", str(other / "ca.pem"), data_dir=data, check=False)
+    assert proc.returncode == 1 and "INVALID" in proc.stdout and "Client.Seal.UntrustedCertificate" in proc.stdout
+
+
+def test_crl_add_revokes_a_seal_on_the_running_gateway(operated, tmp_path):
+    """The operator loads a CRL; the running gateway refuses the revoked seal on the next request."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway import pki as testpki
+
+    data, gw, secrets = operated
+    pki_dir = PKI_DIR[0]
+    ca = testpki.Issued(
+        key=serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None),
+        cert=x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes()),
+    )
+    import datetime as dt
+
+    # a second seal for G22, registered, then revoked
+    second = testpki.issue_agency_cert(ca, G22, "Văn phòng Chính phủ")
+    (tmp_path / "second.pem").write_bytes(second.cert_pem)
+    (tmp_path / "second.key").write_bytes(second.key_pem)
+    lienthong("agency", "cert", "add", G22, str(tmp_path / "second.pem"), data_dir=data)
+    from lienthong_client.seals import Signer
+
+    signer = Signer.from_pem(tmp_path / "second.key", tmp_path / "second.pem")
+    packet = tmp_path / "p.edxml"
+    packet.write_bytes(signer.sign(new_document(G22, [H41])))
+    crl = tmp_path / "ca.crl.pem"
+    crl.write_bytes(testpki.make_crl(ca, [(second.cert.serial_number, dt.datetime.now(dt.timezone.utc))]))
+    proc = lienthong("crl", "add", str(crl), data_dir=data)
+    assert "1 revoked" in proc.stdout
+    proc = client(gw.url, "vpcp", secrets["vpcp"], "send", str(packet), check=False)
+    assert proc.returncode == 1 and "Client.Seal.CertificateRevoked" in proc.stderr
+    for leftover in (data / "crls").iterdir():
+        leftover.unlink()
