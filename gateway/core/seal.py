@@ -164,6 +164,28 @@ class _Shape:
     signer_der: bytes
 
 
+EXC_C14N_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
+
+
+def _is_prefix_list(el: etree._Element) -> bool:
+    """An exclusive canonicalization's InclusiveNamespaces parameter (the only foreign element allowed)."""
+    parent = el.getparent()
+    return (
+        el.tag == f"{{{EXC_C14N_NS}}}InclusiveNamespaces"
+        and parent is not None
+        and parent.get("Algorithm") == T.EXCL_C14N.href
+        and len(el) == 0
+    )
+
+
+def _only_prefix_list(method: etree._Element, href: str) -> bool:
+    """A canonicalization or transform element carries no parameter but exc-c14n's InclusiveNamespaces."""
+    children = _children(method)
+    if not children:
+        return True
+    return href == T.EXCL_C14N.href and len(children) == 1 and _is_prefix_list(children[0])
+
+
 def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _Shape:
     parts = _children(sig)
     names = [etree.QName(p).localname if etree.QName(p).namespace == DS else p.tag for p in parts]
@@ -192,7 +214,11 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
             f"is allowed"
         )
     c14n = info[0].get("Algorithm", "")
-    if c14n not in C14N_ALGORITHMS or c14n not in policy.c14n_algorithms or _children(info[0]):
+    if (
+        c14n not in C14N_ALGORITHMS
+        or c14n not in policy.c14n_algorithms
+        or not _only_prefix_list(info[0], c14n)
+    ):
         raise errors.SealAlgorithmNotAllowed(f"canonicalization {c14n!r} is not accepted")
     sig_method = info[1].get("Algorithm", "")
     legacy = allow_sha1 or policy.allow_sha1
@@ -223,7 +249,7 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
             raise errors.SealTransformNotAllowed(
                 f"transform {href!r} is not accepted; only enveloped-signature and canonicalization are"
             )
-        if _children(t) and href != T.EXCL_C14N.href:
+        if not _only_prefix_list(t, href):
             raise errors.SealTransformNotAllowed(f"transform {href!r} may not carry parameters")
     if (
         not hrefs
@@ -249,7 +275,7 @@ def _check_shape(sig: etree._Element, policy: SealPolicy, allow_sha1: bool) -> _
     # Nothing but XML-DSig may sit inside the Signature: the enveloped transform removes the whole element
     # from what is signed, so anything else there (a MessageHeader, a To list) would travel unsigned.
     for el in sig.iter():
-        if isinstance(el.tag, str) and etree.QName(el).namespace != DS:
+        if isinstance(el.tag, str) and etree.QName(el).namespace != DS and not _is_prefix_list(el):
             raise _malformed(
                 f"{etree.QName(el).localname} (line {el.sourceline}) inside the Signature is not covered by it"
             )

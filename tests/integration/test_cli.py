@@ -257,9 +257,13 @@ def test_demo_runs_the_whole_exchange_and_leaves_nothing_running(tmp_path):
 
 
 def test_seal_policy_commands(operated, tmp_path):
+    from lienthong_client import GatewayFault, LienthongClient
+
     data, gw, secrets = operated
+    unsigned = LienthongClient(gw.url, "nghean", secrets["nghean"].read_text().strip(), timeout=30)
     # require-signature off for H41: its unsigned packet goes through, and agency list shows it
     lienthong("agency", "set", H41, "--require-signature", "off", data_dir=data)
+    assert unsigned.send(new_document(H41, [G22])).docId
     rows = {a["code"]: a for a in json.loads(lienthong("agency", "list", "--json", data_dir=data).stdout)}
     assert rows[H41]["requireSignature"] is False and rows[G22]["requireSignature"] is True
     assert len(rows[G22]["certificates"]) == 1
@@ -269,6 +273,9 @@ def test_seal_policy_commands(operated, tmp_path):
     rows = {a["code"]: a for a in json.loads(lienthong("agency", "list", "--json", data_dir=data).stdout)}
     assert rows[H41]["requireSignature"] is True and rows[H41]["allowSha1"] is True
     lienthong("agency", "set", H41, "--allow-sha1", "off", data_dir=data)
+    with pytest.raises(GatewayFault) as caught:
+        unsigned.send(new_document(H41, [G22]))
+    assert caught.value.code == "Client.Seal.Missing"
     proc = lienthong("agency", "set", H41, data_dir=data, check=False)
     assert proc.returncode == 1 and "nothing to set" in proc.stderr
 
@@ -280,11 +287,12 @@ def test_offline_verify_command(operated, tmp_path):
     good = tmp_path / "good.edxml"
     client(gw.url, "vpcp", secrets["vpcp"], "sign", str(tmp_path / "unsigned.edxml"), "-o", str(good))
     bad = tmp_path / "bad.edxml"
-    bad.write_bytes(good.read_bytes().replace("thử nghiệm".encode(), "thu nghiem".encode()))
+    bad.write_bytes(good.read_bytes().replace("thử nghiệm".encode(), b"thu nghiem"))
     proc = lienthong("verify", str(good), "--trust", str(pki / "ca.pem"), data_dir=data)
     assert "VALID" in proc.stdout and G22 in proc.stdout and "rsa-sha256" in proc.stdout
-    proc = lienthong("verify", str(good), str(bad), "--trust", str(pki / "ca.pem"), "--json", data_dir=data,
-                     check=False)
+    proc = lienthong(
+        "verify", str(good), str(bad), "--trust", str(pki / "ca.pem"), "--json", data_dir=data, check=False
+    )
     assert proc.returncode == 1
     reports = json.loads(proc.stdout)
     assert reports[0]["valid"] is True and reports[0]["agency"] == G22
@@ -294,7 +302,11 @@ def test_offline_verify_command(operated, tmp_path):
     other = tmp_path / "other-ca"
     lienthong("pki", "--out", str(other), "--agency", f"{G22}=X", data_dir=data)
     proc = lienthong("verify", str(good), "--trust", str(other / "ca.pem"), data_dir=data, check=False)
-    assert proc.returncode == 1 and "INVALID" in proc.stdout and "Client.Seal.UntrustedCertificate" in proc.stdout
+    assert (
+        proc.returncode == 1
+        and "INVALID" in proc.stdout
+        and "Client.Seal.UntrustedCertificate" in proc.stdout
+    )
 
 
 def test_crl_add_revokes_a_seal_on_the_running_gateway(operated, tmp_path):

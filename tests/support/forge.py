@@ -230,6 +230,7 @@ def sign_with(
     xpath: str = XPATH_WITHOUT_ATTACHMENTS,
     keyinfo_cert_pem: bytes | None = None,
     container: str = "edXMLHeader",
+    inclusive_namespaces: Sequence[str] = (),
 ) -> bytes:
     """Sign ``packet`` with an enveloped XML-DSig Signature, the last child of edXMLHeader.
 
@@ -244,7 +245,9 @@ def sign_with(
       is not covered by the signature, so the signature value stays what ``key_pem`` made);
     - ``container``: ``"edXMLHeader"`` (the standard place) or ``"Object"``: the Signature inside a
       ``ds:Object`` that is the last child of edXMLHeader (the edXML schema lets any ds element stand
-      there), signed in place so that it verifies.
+      there), signed in place so that it verifies;
+    - ``inclusive_namespaces``: an ``ec:InclusiveNamespaces PrefixList`` parameter on the Reference's
+      exclusive canonicalization (what many signers write; allowed by Exclusive XML Canonicalization).
     """
     root = parse(packet)
     hdr = header(root)
@@ -259,6 +262,8 @@ def sign_with(
     ref = xmlsec.template.add_reference(sig, digest_method, uri=reference_uri)
     for transform in transforms:
         node = xmlsec.template.add_transform(ref, transform)
+        if transform == T.EXCL_C14N and inclusive_namespaces:
+            xmlsec.template.transform_add_c14n_inclusive_namespaces(node, list(inclusive_namespaces))
         if transform == T.XPATH:
             expression = etree.SubElement(node, ds("XPath"), nsmap={"e": NS})
             expression.text = xpath
