@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from gateway import errors
@@ -30,9 +33,10 @@ from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, 
 from gateway.core.routing import Identity
 from gateway.core.seal import KeyCache, SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
 from gateway.core.trust import TrustStore
+from gateway.core.wssec import VerifiedEnvelope
 from gateway.store import repo
 from gateway.store.db import Database
-from gateway.store.models import Agency, Delivery, Packet
+from gateway.store.models import Agency, Delivery, Packet, ReplayRecord, System, SystemCertificate
 
 log = logging.getLogger("lienthong.axis")
 
@@ -137,30 +141,102 @@ class Authenticator(Protocol):
 _DUMMY_HASH = "sha256$" + "00" * 16 + "$" + "00" * 32
 
 
-class SecretAuthenticator:
-    """UsernameToken (PasswordText) checked against the system's salted hash."""
+@dataclasses.dataclass(frozen=True)
+class RequestCredentials:
+    """Everything the guard established about who sent a request (any of them may be None)."""
+
+    username_token: UsernameToken | None = None
+    #: the verified WS-Security X.509 signature of the request
+    envelope: VerifiedEnvelope | None = None
+    #: the client certificate of a mutual-TLS connection (DER)
+    tls_certificate: bytes | None = None
+
+
+def _identity(system: System) -> Identity:
+    return Identity(
+        system_id=system.id,
+        agencies=frozenset(link.agency_code for link in system.agencies),
+        is_admin=system.is_admin,
+    )
+
+
+class SystemAuthenticator:
+    """Maps a request's credentials to a connected system.
+
+    - an X.509-signed request: the verified certificate must be registered for an active system and valid
+      now (the signature itself, its timestamp and its shape were checked by the guard);
+    - a mutual-TLS client certificate: likewise, and if the request is also signed, both certificates must
+      belong to the same system;
+    - a UsernameToken: only for systems whose operator chose ``username-token``; the secret is checked
+      against its salted hash with the same work whether or not the system exists.
+    """
+
+    def __init__(self, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.clock = clock
 
     def authenticate(self, session: Session, credentials: object | None) -> Identity:
         if credentials is None:
             raise errors.MissingCredentials(
-                "the request carries no credentials; send a WS-Security UsernameToken with your system id "
-                "and secret in the SOAP header"
+                "the request carries no credentials: sign it (WS-Security X.509) or, if your operator allows "
+                "it, send a UsernameToken with your system id and secret"
             )
-        if not isinstance(credentials, UsernameToken):
+        if isinstance(credentials, UsernameToken):
+            credentials = RequestCredentials(username_token=credentials)
+        if not isinstance(credentials, RequestCredentials):
             raise errors.InvalidCredentials("unsupported credentials for this gateway")
-        system = repo.get_system(session, credentials.username)
-        # the same hash work whether or not the system exists, so timing does not reveal system ids
-        ok = check_secret(credentials.password, system.secret_hash if system is not None else _DUMMY_HASH)
-        if system is None or not system.active or not ok:
-            raise errors.InvalidCredentials(
-                "the system id or secret is wrong, or the system is disabled; check the credentials your "
-                "operator issued"
+        tls_system = self._by_certificate(session, credentials.tls_certificate, "TLS client")
+        if credentials.envelope is not None:
+            der = credentials.envelope.certificate.public_bytes(serialization.Encoding.DER)
+            system = self._by_certificate(session, der, "request signing")
+            if tls_system is not None and tls_system.id != system.id:
+                raise errors.CertificateMismatch(
+                    f"the request is signed with a certificate of system {system.id} but the TLS connection "
+                    f"presents one of system {tls_system.id}"
+                )
+            return _identity(system)
+        if credentials.username_token is not None:
+            token = credentials.username_token
+            system = repo.get_system(session, token.username)
+            ok = check_secret(
+                token.password,
+                system.secret_hash if system is not None and system.secret_hash else _DUMMY_HASH,
             )
-        return Identity(
-            system_id=system.id,
-            agencies=frozenset(link.agency_code for link in system.agencies),
-            is_admin=system.is_admin,
-        )
+            if system is None or not system.active or not ok:
+                raise errors.InvalidCredentials(
+                    "the system id or secret is wrong, or the system is disabled; check the credentials your "
+                    "operator issued"
+                )
+            if system.auth_method != "username-token":
+                raise errors.AuthMethodNotAllowed(
+                    f"system {system.id} must sign its requests with its certificate (WS-Security X.509); "
+                    f"UsernameTokens are not accepted for it"
+                )
+            if tls_system is not None and tls_system.id != system.id:
+                raise errors.CertificateMismatch(
+                    f"the UsernameToken names system {system.id} but the TLS certificate is of {tls_system.id}"
+                )
+            return _identity(system)
+        if tls_system is not None:
+            return _identity(tls_system)
+        raise errors.MissingCredentials("the request carries no credentials")
+
+    def _by_certificate(self, session: Session, der: bytes | None, role: str) -> System | None:
+        if der is None:
+            return None
+        fingerprint = hashlib.sha256(der).hexdigest()
+        cert = session.get(SystemCertificate, fingerprint)
+        if cert is None or not cert.system.active:
+            raise errors.UnknownCertificate(
+                f"the {role} certificate (SHA-256 {fingerprint[:16]}…) is not registered for any active system; "
+                f"ask the operator to register it (lienthong system add … --cert)"
+            )
+        now = self.clock()
+        if not cert.not_before <= now <= cert.not_after:
+            raise errors.SystemCertificateExpired(
+                f"the {role} certificate of system {cert.system_id} is valid from {cert.not_before:%Y-%m-%d} to "
+                f"{cert.not_after:%Y-%m-%d}; renew it"
+            )
+        return cert.system
 
 
 # --- the operations -------------------------------------------------------------------------------------
@@ -183,16 +259,55 @@ class Axis:
         authenticator: Authenticator | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         seals: SealSettings | None = None,
+        replay_margin: dt.timedelta = dt.timedelta(minutes=5),
     ) -> None:
         self.db = db
         self.schemas = schemas
         self.limits = Limits(max_packet_bytes=max_packet_bytes)
         self.tz = ZoneInfo(timezone)
-        self.authenticator = authenticator or SecretAuthenticator()
+        self.authenticator = authenticator or SystemAuthenticator(clock)
         self.clock = clock
+        self.replay_margin = replay_margin
+        self._replay_count = 0
         self.seals = seals or SealSettings(trust=lambda: TrustStore(anchors=()))
 
     # identity
+
+    def admit(self, credentials: object | None) -> None:
+        """Record a signed request's signature, once: a second use within its lifetime is a replay.
+
+        The record is written in a transaction of its own, before the operation, so it holds whatever the
+        operation then does (and across restarts and gateway processes, since it is in the database)."""
+        envelope = credentials.envelope if isinstance(credentials, RequestCredentials) else None
+        if envelope is None:
+            return
+        expires = envelope.expires + self.replay_margin
+        digest = envelope.signature_digest
+
+        def record(session: Session) -> None:
+            if session.get(ReplayRecord, digest) is not None:
+                raise errors.Replay(
+                    "this signed request was already received; every request must be signed anew "
+                    "(a fresh Timestamp and signature)"
+                )
+            session.add(
+                ReplayRecord(signature_digest=digest, fingerprint=envelope.fingerprint, expires_at=expires)
+            )
+            self._replay_count += 1
+            if self._replay_count % 200 == 0:
+                session.execute(delete(ReplayRecord).where(ReplayRecord.expires_at < self.clock()))
+            session.commit()
+
+        try:
+            self.db.run(record, write=True, retries=0)
+        except Exception as exc:  # a unique violation: the same signature recorded concurrently
+            if isinstance(exc, errors.LienthongError):
+                raise
+            from sqlalchemy import exc as sa_exc
+
+            if isinstance(exc, sa_exc.IntegrityError):
+                raise errors.Replay("this signed request was already received") from None
+            raise
 
     def authenticate(self, credentials: object | None) -> Identity:
         with self.db.unit_of_work() as session:

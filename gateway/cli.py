@@ -53,7 +53,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     db = _db(config)
     upgrade(db)
+    from gateway.keystore import make_test_key
+
+    made = make_test_key(config)
     out.print(f"data directory {config.data_dir}")
+    if made:
+        out.print(f"[yellow]TEST gateway key (not for production)[/yellow]: {made[0]}, certificate {made[1]}")
     out.print(f"database {config.redacted_database_url()} is at the newest schema")
     return 0
 
@@ -339,24 +344,64 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _read_certificate(path: str):  # type: ignore[no-untyped-def]
+    from cryptography import x509
+
+    try:
+        data = Path(path).read_bytes()
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except (OSError, ValueError) as exc:
+        raise errors.UsageError(f"cannot read a certificate from {path}: {exc}") from None
+
+
+def _system_certificate(system_id: str, cert):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.core.trust import fingerprint_sha256, subject_text
+    from gateway.store.models import SystemCertificate
+
+    return SystemCertificate(
+        fingerprint=fingerprint_sha256(cert),
+        system_id=system_id,
+        subject=subject_text(cert),
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        added_at=_now(),
+    )
+
+
 def cmd_system_add(args: argparse.Namespace) -> int:
     from gateway.core.credentials import MIN_SECRET_LENGTH
+    from gateway.core.trust import fingerprint_sha256
     from gateway.store import repo
-    from gateway.store.models import System
+    from gateway.store.models import System, SystemCertificate
     from gateway.systems import generate_secret, store_secret
 
+    certs = [_read_certificate(p) for p in args.cert or []]
+    auth = args.auth or ("x509" if certs else "username-token")
+    if auth == "x509" and not certs:
+        raise errors.UsageError("an X.509 system needs its certificate: --cert CERT.pem")
+    secret = None
     if args.generate_secret:
         secret = generate_secret()
-    else:
+    elif args.secret_file:
         try:
             secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise errors.UsageError(f"cannot read the secret file: {exc}") from None
         if len(secret) < MIN_SECRET_LENGTH:
             raise errors.UsageError(
-                f"the secret in {args.secret_file} has {len(secret)} characters; at least {MIN_SECRET_LENGTH} "
-                f"random characters are required (use --generate-secret)"
+                f"the secret in {args.secret_file} has {len(secret)} characters; at least "
+                f"{MIN_SECRET_LENGTH} random characters are required (use --generate-secret)"
             )
+    if auth == "username-token" and secret is None:
+        raise errors.UsageError(
+            "a username-token system needs a secret: --secret-file F or --generate-secret"
+        )
     db = _db(_config(args))
     with db.unit_of_work(write=True) as session:
         unknown = [code for code in args.agency if repo.get_agency(session, code) is None]
@@ -366,22 +411,45 @@ def cmd_system_add(args: argparse.Namespace) -> int:
             )
         if repo.get_system(session, args.system_id) is not None:
             raise errors.UsageError(f"system {args.system_id} already exists")
+        for cert in certs:
+            if session.get(SystemCertificate, fingerprint_sha256(cert)) is not None:
+                raise errors.UsageError(f"certificate {fingerprint_sha256(cert)[:16]}… is already registered")
         system = System(
             id=args.system_id,
-            secret_hash=store_secret(secret),
+            secret_hash=store_secret(secret) if secret else "",
+            auth_method=auth,
             is_admin=args.admin,
             active=True,
             created_at=_now(),
         )
         repo.add_system(session, system, dict.fromkeys(args.agency))
+        for cert in certs:
+            system.certificates.append(_system_certificate(args.system_id, cert))
         session.commit()
     err.print(
-        f"system {args.system_id} may act for {', '.join(args.agency)}"
+        f"system {args.system_id} may act for {', '.join(args.agency)}; authentication {auth}"
         + (" (administrator)" if args.admin else "")
     )
     if args.generate_secret:
         err.print("its secret follows; it is shown only now, store it in the system's secret file:")
         print(secret)
+    return 0
+
+
+def cmd_system_cert_add(args: argparse.Namespace) -> int:
+    from gateway.store import repo
+
+    cert = _read_certificate(args.cert)
+    db = _db(_config(args))
+    with db.unit_of_work(write=True) as session:
+        system = repo.get_system(session, args.system_id)
+        if system is None:
+            raise errors.UsageError(f"no system has id {args.system_id}")
+        system.certificates.append(_system_certificate(args.system_id, cert))
+        session.commit()
+    out.print(
+        f"certificate registered for system {args.system_id} (valid until {cert.not_valid_after_utc:%Y-%m-%d})"
+    )
     return 0
 
 
@@ -396,7 +464,8 @@ def cmd_system_list(args: argparse.Namespace) -> int:
                 "agencies": sorted(link.agency_code for link in s.agencies),
                 "admin": s.is_admin,
                 "active": s.active,
-                "auth": "username-token",
+                "auth": s.auth_method,
+                "certificates": [c.fingerprint for c in s.certificates],
                 "createdAt": s.created_at.isoformat(),
             }
             for s in repo.list_systems(session)
@@ -529,7 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CODE",
         help="an agency it may act for (repeat for several)",
     )
-    g = s.add_mutually_exclusive_group(required=True)
+    s.add_argument("--cert", action="append", metavar="CERT.pem", help="a certificate it signs requests with")
+    s.add_argument(
+        "--auth",
+        choices=["x509", "username-token"],
+        help="x509: signed requests (the default with --cert); username-token: for stacks that cannot sign",
+    )
+    g = s.add_mutually_exclusive_group()
     g.add_argument(
         "--secret-file", metavar="F", help="file holding its secret (at least 32 random characters)"
     )
@@ -538,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", action="store_true", help="may change the directory (registerAgency, deleteAgency)"
     )
     s.set_defaults(func=cmd_system_add)
+    scert = system.add_parser("cert", help="a system's request-signing certificates").add_subparsers(
+        dest="system_cert_command", required=True
+    )
+    s = scert.add_parser("add", help="register another certificate for a system (renewal)")
+    s.add_argument("system_id", metavar="SYSTEM_ID")
+    s.add_argument("cert", metavar="CERT.pem")
+    s.set_defaults(func=cmd_system_cert_add)
     s = system.add_parser("list", help="list connected systems")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_system_list)

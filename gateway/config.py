@@ -19,6 +19,10 @@ as a plain mapping, so tests pass a dict.
 - ``LIENTHONG_SEAL_SUBJECT_ATTRIBUTE`` / ``seal_subject_attribute``: subject attribute carrying the agency
   code in seal certificates (e.g. ``UID``); unset, seals bind through registered certificates only.
 - ``LIENTHONG_ALLOW_SHA1`` / ``allow_sha1``: accept RSA-SHA1 seals from every agency (``false``).
+- ``LIENTHONG_GATEWAY_KEY`` / ``gateway_key``, ``LIENTHONG_GATEWAY_CERT`` / ``gateway_cert``: the gateway's
+  own key and certificate, which sign its responses (default: ``gateway-key.pem`` / ``gateway-cert.pem`` in
+  the data directory, made for testing by ``lienthong init``).
+- ``LIENTHONG_CLOCK_SKEW`` / ``clock_skew``: tolerated clock difference for signed requests (300 s).
 
 All problems are reported together in one :class:`~gateway.errors.ConfigError`.
 """
@@ -73,6 +77,11 @@ class Config:
     seal_subject_attribute: str | None = None
     #: accept RSA-SHA1/SHA-1 seals from every agency (off; per-agency consent is `lienthong agency set`)
     allow_sha1: bool = False
+    #: the gateway's own key and certificate (default: gateway-key.pem / gateway-cert.pem in the data dir)
+    gateway_key: Path | None = None
+    gateway_cert: Path | None = None
+    #: tolerated clock difference for signed requests' timestamps, in seconds
+    clock_skew: int = 300
 
     @property
     def crl_dir(self) -> Path:
@@ -124,7 +133,7 @@ class Config:
 
         known = {
             "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
-            "trust_anchors", "seal_subject_attribute", "allow_sha1",
+            "trust_anchors", "seal_subject_attribute", "allow_sha1", "gateway_key", "gateway_cert", "clock_skew",
         }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -184,6 +193,20 @@ class Config:
                 problems.append(f"allow_sha1 must be true or false, got {allow_sha1!r}")
             allow_sha1 = allow_sha1.lower() in {"true", "1", "yes", "on"}
 
+        gateway_key = pick("gateway_key", "LIENTHONG_GATEWAY_KEY")
+        gateway_cert = pick("gateway_cert", "LIENTHONG_GATEWAY_CERT")
+        for name, value in (("gateway_key", gateway_key), ("gateway_cert", gateway_cert)):
+            if value is not None and not Path(value).is_file():
+                problems.append(f"{name} {value} is not a file")
+        skew: Any = pick("clock_skew", "LIENTHONG_CLOCK_SKEW")
+        try:
+            skew = int(skew) if skew is not None else 300
+            if not 0 <= skew <= 3600:
+                problems.append(f"clock_skew must be 0–3600 seconds, got {skew}")
+        except (TypeError, ValueError):
+            problems.append(f"clock_skew must be a whole number of seconds, got {skew!r}")
+            skew = 300
+
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -197,4 +220,7 @@ class Config:
             trust_anchors=Path(trust) if trust else None,
             seal_subject_attribute=str(attribute) if attribute else None,
             allow_sha1=bool(allow_sha1),
+            gateway_key=Path(gateway_key) if gateway_key else None,
+            gateway_cert=Path(gateway_cert) if gateway_cert else None,
+            clock_skew=skew,
         )

@@ -66,6 +66,7 @@ def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Pat
                 System(
                     id=system_id,
                     secret_hash=store_secret(secret),
+                    auth_method="username-token",
                     is_admin=False,
                     active=True,
                     created_at=now,

@@ -48,9 +48,25 @@ place; nothing else builds a fault.
     │   │   ├── UnknownRecipient                 Client.Routing.UnknownRecipient
     │   │   ├── InactiveRecipient                Client.Routing.InactiveRecipient
     │   │   └── StatusForUnknownDocument         Client.Routing.StatusForUnknownDocument
+    │   ├── SecurityError                        the request's WS-Security signature
+    │   │   ├── BodyNotSigned                    Client.Security.BodyNotSigned
+    │   │   ├── SecurityMalformed                Client.Security.Malformed
+    │   │   ├── DuplicateId                      Client.Security.DuplicateId
+    │   │   ├── SignatureWrapping                Client.Security.SignatureWrapping
+    │   │   ├── SecurityAlgorithmNotAllowed      Client.Security.AlgorithmNotAllowed
+    │   │   ├── SecurityTransformNotAllowed      Client.Security.TransformNotAllowed
+    │   │   ├── RequestSignatureInvalid          Client.Security.SignatureInvalid
+    │   │   ├── TimestampMissing                 Client.Security.TimestampMissing
+    │   │   ├── TimestampExpired                 Client.Security.TimestampExpired
+    │   │   ├── TimestampInFuture                Client.Security.TimestampInFuture
+    │   │   └── Replay                           Client.Security.Replay
     │   ├── AuthError                            who is calling and what it may do
     │   │   ├── MissingCredentials               Client.Auth.MissingCredentials
     │   │   ├── InvalidCredentials               Client.Auth.InvalidCredentials
+    │   │   ├── UnknownCertificate               Client.Auth.UnknownCertificate
+    │   │   ├── SystemCertificateExpired         Client.Auth.CertificateExpired
+    │   │   ├── CertificateMismatch              Client.Auth.CertificateMismatch
+    │   │   ├── AuthMethodNotAllowed             Client.Auth.MethodNotAllowed
     │   │   ├── SenderNotAllowed                 Client.Auth.SenderNotAllowed
     │   │   ├── InactiveSender                   Client.Auth.InactiveSender
     │   │   ├── AdminRequired                    Client.Auth.AdminRequired
@@ -276,6 +292,57 @@ class StatusForUnknownDocument(RoutingError):
     code = "Client.Routing.StatusForUnknownDocument"
 
 
+# --- the request's WS-Security signature -----------------------------------------------------------------
+
+
+class SecurityError(ClientError):
+    code = "Client.Security"
+
+
+class BodyNotSigned(SecurityError):
+    code = "Client.Security.BodyNotSigned"
+
+
+class SecurityMalformed(SecurityError):
+    code = "Client.Security.Malformed"
+
+
+class DuplicateId(SecurityError):
+    code = "Client.Security.DuplicateId"
+
+
+class SignatureWrapping(SecurityError):
+    code = "Client.Security.SignatureWrapping"
+
+
+class SecurityAlgorithmNotAllowed(SecurityError):
+    code = "Client.Security.AlgorithmNotAllowed"
+
+
+class SecurityTransformNotAllowed(SecurityError):
+    code = "Client.Security.TransformNotAllowed"
+
+
+class RequestSignatureInvalid(SecurityError):
+    code = "Client.Security.SignatureInvalid"
+
+
+class TimestampMissing(SecurityError):
+    code = "Client.Security.TimestampMissing"
+
+
+class TimestampExpired(SecurityError):
+    code = "Client.Security.TimestampExpired"
+
+
+class TimestampInFuture(SecurityError):
+    code = "Client.Security.TimestampInFuture"
+
+
+class Replay(SecurityError):
+    code = "Client.Security.Replay"
+
+
 # --- identity and access --------------------------------------------------------------------------------
 
 
@@ -289,6 +356,22 @@ class MissingCredentials(AuthError):
 
 class InvalidCredentials(AuthError):
     code = "Client.Auth.InvalidCredentials"
+
+
+class UnknownCertificate(AuthError):
+    code = "Client.Auth.UnknownCertificate"
+
+
+class SystemCertificateExpired(AuthError):
+    code = "Client.Auth.CertificateExpired"
+
+
+class CertificateMismatch(AuthError):
+    code = "Client.Auth.CertificateMismatch"
+
+
+class AuthMethodNotAllowed(AuthError):
+    code = "Client.Auth.MethodNotAllowed"
 
 
 class SenderNotAllowed(AuthError):

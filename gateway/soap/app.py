@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -13,6 +14,8 @@ from spyne.server.wsgi import WsgiApplication
 from gateway.axis import Axis, SealSettings
 from gateway.config import Config
 from gateway.core.seal import SealPolicy
+from gateway.core.wssec import TimestampPolicy
+from gateway.keystore import load_signer
 from gateway.resources import load_schemas, wsdl_path
 from gateway.soap.faults import TNS, LienthongFault, fault_element, from_spyne, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
@@ -147,6 +150,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         max_packet_bytes=config.max_packet_bytes,
         timezone=config.timezone,
         seals=seal_settings(config),
+        replay_margin=dt.timedelta(seconds=config.clock_skew),
     )
     app = build_application()
     app.lienthong_axis = axis  # read by the service methods through ctx.app
@@ -158,6 +162,8 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         wsdl=wsdl_path().read_bytes(),
         wsdl_placeholder=WSDL_PLACEHOLDER_ADDRESS,
         public_url=config.public_url,
+        timestamps=TimestampPolicy(clock_skew=dt.timedelta(seconds=config.clock_skew)),
+        response_signer=load_signer(config),
     )
     guard.axis = axis  # type: ignore[attr-defined]
     return guard

@@ -19,6 +19,7 @@ parse of the bytes, and never resolves references (the guard refused them).
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import re
@@ -29,7 +30,10 @@ from typing import Any
 from lxml import etree
 
 from gateway import errors
+from gateway.axis import RequestCredentials
 from gateway.core.credentials import UsernameToken
+from gateway.core.seal import KeyCache
+from gateway.core.wssec import EnvelopeSigner, TimestampPolicy, verify_envelope
 from gateway.core.xmlparse import REQUEST_TREE, parse_xml
 from gateway.soap.faults import SOAP11_ENV, fault_envelope, log_refusal, new_correlation_id
 
@@ -39,6 +43,7 @@ WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-se
 _UT_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
 PASSWORD_TEXT = _UT_PROFILE + "#PasswordText"
 SOAP_ENC_NS = "http://schemas.xmlsoap.org/soap/encoding/"
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 
 ENV_TREE = "lienthong.envelope"
 ENV_CREDENTIALS = "lienthong.credentials"
@@ -165,6 +170,9 @@ class Guard:
         wsdl: bytes,
         wsdl_placeholder: str,
         public_url: str | None = None,
+        timestamps: TimestampPolicy | None = None,
+        response_signer: EnvelopeSigner | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
@@ -172,6 +180,10 @@ class Guard:
         self.wsdl = wsdl
         self.wsdl_placeholder = wsdl_placeholder.encode()
         self.public_url = public_url
+        self.timestamps = timestamps or TimestampPolicy()
+        self.response_signer = response_signer
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.keys = KeyCache()
 
     def _serve_wsdl(self, environ: dict[str, Any], start_response: StartResponse, cid: str) -> list[bytes]:
         """The checked-in WSDL, with the address this gateway is reached at."""
@@ -199,7 +211,7 @@ class Guard:
         try:
             if self._admit(environ):
                 return self._serve_wsdl(environ, start_response, cid)
-        except BaseException as exc:
+        except Exception as exc:
             err = (
                 exc
                 if isinstance(exc, errors.LienthongError)
@@ -211,19 +223,23 @@ class Guard:
                 log.error("guard failure [correlation id %s]", cid, exc_info=exc)
             log_refusal(err, cid, "at the door")
             return self._fault(start_response, err, cid)
-        status_holder: list[str] = []
+        captured: list[tuple[str, list[tuple[str, str]]]] = []
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            status_holder.append(status)
-            headers = [*headers, ("X-Correlation-Id", cid)]
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            captured.append((status, headers))
+            return lambda _data: None
 
         try:
             result = self.app(environ, _start)
+            try:
+                body = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            status, headers = captured[-1]
         except Exception as exc:
             log.error("failure inside the SOAP layer [correlation id %s]", cid, exc_info=exc)
-            if status_holder:
-                raise  # the response has started; nothing sensible can be sent any more
             err = errors.InternalError(
                 "the gateway failed while handling this request; nothing was changed. Give the correlation id "
                 "to the gateway operator"
@@ -232,13 +248,58 @@ class Guard:
         log.info(
             "%s %s %s %.1f ms [correlation id %s]",
             environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO", "/")
-            + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""),
-            status_holder[0].split(" ", 1)[0] if status_holder else "-",
+            environ.get("PATH_INFO", "/"),
+            status.split(" ", 1)[0],
             (time.perf_counter() - started) * 1000,
             cid,
         )
-        return result
+        return self._respond(start_response, status, headers, body, cid)
+
+    def _respond(
+        self,
+        start_response: StartResponse,
+        status: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        cid: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> list[bytes]:
+        """Send a SOAP response, signed with the gateway's key when it has one."""
+        if self.response_signer is not None:
+            body = self._sign(body)
+        out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-correlation-id")]
+        out += [("Content-Length", str(len(body))), ("X-Correlation-Id", cid), *(extra or [])]
+        start_response(status, out)
+        return [body]
+
+    def _sign(self, body: bytes) -> bytes:
+        # our own serialization, so a plain parse is safe; large responses (getEdoc) need huge mode
+        root = etree.fromstring(
+            body, etree.XMLParser(huge_tree=True, resolve_entities=False, no_network=True)
+        )
+        self.response_signer.sign(root, self.clock())  # type: ignore[union-attr]
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+    def _credentials(
+        self, envelope: etree._Element, header: etree._Element | None, environ: dict[str, Any]
+    ) -> RequestCredentials | None:
+        """Who sent the request, as far as the request itself proves: a verified X.509 signature, a
+        UsernameToken (checked later against the database), a mutual-TLS client certificate."""
+        token = read_credentials(header)
+        signed = header is not None and any(
+            sec.find(f"{{{DS_NS}}}Signature") is not None
+            or sec.find(f"{{{WSSE_NS}}}BinarySecurityToken") is not None
+            for sec in header.findall(f"{{{WSSE_NS}}}Security")
+        )
+        verified = None
+        if signed:
+            if token is not None:
+                raise _envelope_error("send either a signature or a UsernameToken, not both")
+            verified = verify_envelope(envelope, at=self.clock(), policy=self.timestamps, keys=self.keys)
+        tls = _peer_certificate(environ)
+        if token is None and verified is None and tls is None:
+            return None
+        return RequestCredentials(username_token=token, envelope=verified, tls_certificate=tls)
 
     def _admit(self, environ: dict[str, Any]) -> bool:
         """Check the request; True means "serve the WSDL", False "hand it to spyne"."""
@@ -280,32 +341,44 @@ class Guard:
             what="SOAP request",
         )
         header, _payload = check_envelope(tree, self.operations)
-        environ[ENV_CREDENTIALS] = read_credentials(header)
+        environ[ENV_CREDENTIALS] = self._credentials(tree.getroot(), header, environ)
         environ[ENV_TREE] = tree
         environ["wsgi.input"] = io.BytesIO(b"")  # spyne works on ENV_TREE, not on a second parse
         environ["CONTENT_LENGTH"] = "0"
         return False
 
-    @staticmethod
-    def _fault(start_response: StartResponse, err: errors.LienthongError, cid: str) -> list[bytes]:
-        body = fault_envelope(err, cid)
+    def _fault(self, start_response: StartResponse, err: errors.LienthongError, cid: str) -> list[bytes]:
         status = {
             405: "405 Method Not Allowed",
             411: "411 Length Required",
             413: "413 Payload Too Large",
             415: "415 Unsupported Media Type",
         }.get(err.http_status, "500 Internal Server Error")
-        headers = [
-            ("Content-Type", "text/xml; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("X-Correlation-Id", cid),
-        ]
+        extra = []
         if err.http_status == 405:
-            headers.append(("Allow", "GET, POST"))
+            extra.append(("Allow", "GET, POST"))
         if err.http_status in (411, 413):
-            headers.append(("Connection", "close"))
-        start_response(status, headers)
-        return [body]
+            extra.append(("Connection", "close"))
+        return self._respond(
+            start_response,
+            status,
+            [("Content-Type", "text/xml; charset=utf-8")],
+            fault_envelope(err, cid),
+            cid,
+            extra,
+        )
+
+
+def _peer_certificate(environ: dict[str, Any]) -> bytes | None:
+    """The client certificate of a mutual-TLS connection (gunicorn hands the socket to the app)."""
+    sock = environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert(binary_form=True) or None
+    except (ValueError, OSError):
+        return None
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:

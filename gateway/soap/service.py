@@ -98,7 +98,10 @@ def _call(ctx: Any, operation: Callable[[axis_mod.Axis, object | None], T]) -> T
     env = ctx.transport.req_env
     cid = env.get(ENV_CORRELATION, "-")
     try:
-        return operation(ctx.app.lienthong_axis, env.get(ENV_CREDENTIALS))
+        axis = ctx.app.lienthong_axis
+        credentials = env.get(ENV_CREDENTIALS)
+        axis.admit(credentials)
+        return operation(axis, credentials)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a declared fault
         raise to_fault(exc, cid, ctx.method_request_string.rsplit("}", 1)[-1]) from None
 

@@ -101,13 +101,47 @@ class System(Base):
     __tablename__ = "systems"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: a salted hash, or "" for a system that authenticates only with its certificate
     secret_hash: Mapped[str] = mapped_column(String(200))
+    #: "x509" (signed requests; the default for new systems) or "username-token" (for stacks that cannot
+    #: sign, an operator choice)
+    auth_method: Mapped[str] = mapped_column(String(16), default="x509", server_default="username-token")
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     agencies: Mapped[list[SystemAgency]] = relationship(
         back_populates="system", cascade="all, delete-orphan", lazy="selectin"
     )
+    certificates: Mapped[list[SystemCertificate]] = relationship(
+        back_populates="system", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class SystemCertificate(Base):
+    """A certificate a system signs its requests with (``lienthong system add … --cert``)."""
+
+    __tablename__ = "system_certificates"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    system_id: Mapped[str] = mapped_column(ForeignKey("systems.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    serial: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    pem: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    system: Mapped[System] = relationship(back_populates="certificates")
+
+
+class ReplayRecord(Base):
+    """A signed request already seen: its signature may not be used again before it expires."""
+
+    __tablename__ = "replay_records"
+
+    signature_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: SHA-256 fingerprint of the certificate that signed
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class SystemAgency(Base):

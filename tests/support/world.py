@@ -135,6 +135,8 @@ class World:
                     System(
                         id=system_id,
                         secret_hash=store_secret(secret),
+                        # UsernameToken for these suites; the X.509 tests register signing systems
+                        auth_method="username-token",
                         is_admin=admin,
                         active=True,
                         created_at=now,

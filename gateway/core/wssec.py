@@ -1,0 +1,354 @@
+"""WS-Security 1.1 X.509 request (and response) signatures, verified strictly on our own tree.
+
+The shape (what zeep's ``BinarySignature`` produces, with SHA-256 instead of its SHA-1 defaults)::
+
+    Envelope
+      Header
+        wsse:Security
+          wsse:BinarySecurityToken  wsu:Id="X509-…"  (X509v3, Base64Binary)
+          ds:Signature
+            SignedInfo: exc-c14n, RSA-SHA256/ECDSA-SHA256…, References "#<Body id>" and "#<Timestamp id>",
+                        each with the exc-c14n transform only and a SHA-256/384/512 digest
+            KeyInfo/wsse:SecurityTokenReference/wsse:Reference URI="#X509-…"
+          wsu:Timestamp wsu:Id="TS-…"  Created, Expires
+      Body wsu:Id="id-…"
+
+:func:`verify_envelope` accepts nothing else. It resolves every reference itself and requires that the
+signed Body is *the* Body (the Envelope's own child) and the signed Timestamp *the* Timestamp of the
+Security header — the defence against signature wrapping, where the signed Body is moved into the header
+and a decoy Body put in its place. Every ``wsu:Id`` must be unique. xmlsec verifies with the key of the
+token's certificate and with its transform allowlists set to the same policy. The result holds the
+verified Body element: the guard hands spyne exactly that tree, so what spyne reads is what was verified.
+
+:func:`sign_envelope` makes the same shape (used by the reference client for requests and by the gateway
+for its responses).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import uuid
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from lxml import etree
+
+from gateway import errors
+from gateway.core.seal import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, KeyCache, _signer_info, _SignerInfo
+
+SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
+BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
+EXC_C14N = xmlsec.Transform.EXCL_C14N.href
+EXC_C14N_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
+_T = xmlsec.Transform
+_BY_HREF = {
+    t.href: t
+    for t in (
+        _T.RSA_SHA256, _T.RSA_SHA384, _T.RSA_SHA512, _T.ECDSA_SHA256, _T.ECDSA_SHA384, _T.ECDSA_SHA512,
+        _T.SHA256, _T.SHA384, _T.SHA512, _T.EXCL_C14N,
+    )
+}  # fmt: skip
+_WSU_ID = f"{{{WSU}}}Id"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimestampPolicy:
+    """How fresh a signed message must be."""
+
+    #: tolerated difference between the sender's clock and ours, both ways
+    clock_skew: dt.timedelta = dt.timedelta(minutes=5)
+    #: the longest lifetime (Expires - Created) a sender may claim
+    max_lifetime: dt.timedelta = dt.timedelta(minutes=15)
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedEnvelope:
+    """What the verification established. ``body`` is the verified Body element itself."""
+
+    body: etree._Element
+    certificate: x509.Certificate
+    fingerprint: str
+    subject: str
+    signature_algorithm: str
+    #: SHA-256 of the SignatureValue: the key of the replay record
+    signature_digest: str
+    created: dt.datetime
+    expires: dt.datetime
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+def _children(el: etree._Element) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+def _parse_time(text: str | None, what: str) -> dt.datetime:
+    if not text:
+        raise errors.TimestampMissing(f"the wsu:Timestamp has no {what}")
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.TimestampMissing(f"the wsu:Timestamp {what} {text!r} is not an xs:dateTime") from None
+    if value.tzinfo is None:
+        raise errors.TimestampMissing(f"the wsu:Timestamp {what} must carry a time zone (e.g. Z)")
+    return value.astimezone(dt.timezone.utc)
+
+
+def _security(envelope: etree._Element) -> tuple[etree._Element, etree._Element]:
+    header = envelope.find(_q(SOAP11_ENV, "Header"))
+    body = envelope.find(_q(SOAP11_ENV, "Body"))
+    security = header.findall(_q(WSSE, "Security")) if header is not None else []
+    if len(security) != 1 or body is None:
+        raise errors.MissingCredentials("the request carries no WS-Security header")
+    return security[0], body
+
+
+def _ids(envelope: etree._Element) -> dict[str, etree._Element]:
+    ids: dict[str, etree._Element] = {}
+    for el in envelope.iter():
+        if not isinstance(el.tag, str):
+            continue
+        value = el.get(_WSU_ID)
+        if value is None:
+            continue
+        if value in ids:
+            raise errors.DuplicateId(
+                f"wsu:Id {value!r} appears more than once; every signed part must be named exactly once"
+            )
+        ids[value] = el
+    return ids
+
+
+def _only_exc_c14n(container: etree._Element) -> bool:
+    """A CanonicalizationMethod or Transform element with at most an InclusiveNamespaces parameter."""
+    params = _children(container)
+    return container.get("Algorithm") == EXC_C14N and (
+        not params
+        or (
+            len(params) == 1
+            and params[0].tag == _q(EXC_C14N_NS, "InclusiveNamespaces")
+            and not len(params[0])
+        )
+    )
+
+
+def verify_envelope(
+    envelope: etree._Element,
+    *,
+    at: dt.datetime,
+    policy: TimestampPolicy = TimestampPolicy(),
+    keys: KeyCache | None = None,
+) -> VerifiedEnvelope:
+    """Verify an envelope's X.509 signature over its Body and Timestamp; raise a
+    :class:`~gateway.errors.SecurityError` naming what is wrong."""
+    security, body = _security(envelope)
+    ids = _ids(envelope)
+    parts = _children(security)
+    tokens = [p for p in parts if p.tag == _q(WSSE, "BinarySecurityToken")]
+    signatures = [p for p in parts if p.tag == _q(DS, "Signature")]
+    stamps = [p for p in parts if p.tag == _q(WSU, "Timestamp")]
+    if not signatures:
+        raise errors.BodyNotSigned("the request is not signed: the Security header holds no ds:Signature")
+    if len(signatures) > 1 or len(tokens) > 1 or len(stamps) > 1:
+        raise errors.SecurityMalformed(
+            "the Security header must hold one token, one Signature, one Timestamp"
+        )
+    if len(tokens) != 1:
+        raise errors.SecurityMalformed("the signature's X.509 token (wsse:BinarySecurityToken) is missing")
+    if not stamps:
+        raise errors.TimestampMissing(
+            "the Security header holds no wsu:Timestamp; it must be present and signed"
+        )
+    token, sig, stamp = tokens[0], signatures[0], stamps[0]
+    if token.get("ValueType") != X509V3 or token.get("EncodingType", BASE64) != BASE64:
+        raise errors.SecurityMalformed(
+            "the BinarySecurityToken must be an X509v3 certificate in Base64Binary"
+        )
+
+    sig_parts = _children(sig)
+    names = [etree.QName(p).localname for p in sig_parts]
+    if names != ["SignedInfo", "SignatureValue", "KeyInfo"] or any(
+        etree.QName(p).namespace != DS for p in sig_parts
+    ):
+        raise errors.SecurityMalformed("the Signature must hold SignedInfo, SignatureValue and KeyInfo only")
+    signed_info, value_el, key_info = sig_parts
+    info = _children(signed_info)
+    if len(info) < 3 or info[0].tag != _q(DS, "CanonicalizationMethod") or not _only_exc_c14n(info[0]):
+        raise errors.SecurityAlgorithmNotAllowed("SignedInfo must be canonicalized with exclusive c14n")
+    if info[1].tag != _q(DS, "SignatureMethod") or info[1].get("Algorithm") not in SIGNATURE_ALGORITHMS:
+        raise errors.SecurityAlgorithmNotAllowed(
+            f"signature algorithm {info[1].get('Algorithm')!r} is not accepted (RSA-SHA256 or stronger)"
+        )
+    references = info[2:]
+    if any(r.tag != _q(DS, "Reference") for r in references):
+        raise errors.SecurityMalformed("SignedInfo may hold only References after SignatureMethod")
+    signed: dict[str, etree._Element] = {}
+    digests: set[str] = set()
+    for ref in references:
+        uri = ref.get("URI") or ""
+        target = ids.get(uri[1:]) if uri.startswith("#") else None
+        if target is None:
+            raise errors.SecurityMalformed(f"Reference {uri!r} does not name a wsu:Id of this message")
+        ref_parts = _children(ref)
+        if [etree.QName(c).localname for c in ref_parts] != ["Transforms", "DigestMethod", "DigestValue"]:
+            raise errors.SecurityMalformed(
+                "each Reference must hold Transforms, DigestMethod and DigestValue"
+            )
+        transforms = _children(ref_parts[0])
+        if len(transforms) != 1 or not _only_exc_c14n(transforms[0]):
+            raise errors.SecurityTransformNotAllowed(
+                "each Reference must use exactly the exclusive c14n transform"
+            )
+        digest = ref_parts[1].get("Algorithm")
+        if digest not in DIGEST_ALGORITHMS:
+            raise errors.SecurityAlgorithmNotAllowed(
+                f"digest algorithm {digest!r} is not accepted (SHA-256 or stronger)"
+            )
+        digests.add(digest)
+        if target is body:
+            signed["body"] = target
+        elif target is stamp:
+            signed["timestamp"] = target
+        elif target.tag == _q(SOAP11_ENV, "Body"):
+            raise errors.SignatureWrapping(
+                "the signed Body is not the message's Body (a signed Body moved aside and another put in its place)"
+            )
+        else:
+            raise errors.SecurityMalformed(
+                f"the signature covers {etree.QName(target).localname}; only the Body and the Timestamp may be signed"
+            )
+    if len(references) != len(signed):
+        raise errors.SecurityMalformed("the Body and the Timestamp must each be referenced exactly once")
+    if "body" not in signed:
+        raise errors.BodyNotSigned("the signature does not cover the SOAP Body")
+    if "timestamp" not in signed:
+        raise errors.TimestampMissing("the signature does not cover the wsu:Timestamp")
+
+    refs = key_info.findall(f"{_q(WSSE, 'SecurityTokenReference')}/{_q(WSSE, 'Reference')}")
+    if len(_children(key_info)) != 1 or len(refs) != 1 or refs[0].get("URI") != f"#{token.get(_WSU_ID)}":
+        raise errors.SecurityMalformed("KeyInfo must reference the message's BinarySecurityToken")
+
+    try:
+        der = base64.b64decode("".join((token.text or "").split()), validate=True)
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise errors.SecurityMalformed("the BinarySecurityToken is not a DER certificate") from None
+    signer: _SignerInfo = keys.get(der, cert) if keys is not None else _signer_info(der, cert)
+
+    ctx = xmlsec.SignatureContext()
+    ctx.key = signer.key
+    ctx.register_id(body, "Id", WSU)
+    ctx.register_id(stamp, "Id", WSU)
+    ctx.enable_reference_transform(_T.EXCL_C14N)
+    for href in digests:
+        ctx.enable_reference_transform(_BY_HREF[href])
+    ctx.enable_signature_transform(_T.EXCL_C14N)
+    ctx.enable_signature_transform(_BY_HREF[info[1].get("Algorithm")])
+    for href in digests:
+        ctx.enable_signature_transform(_BY_HREF[href])
+    try:
+        ctx.verify(sig)
+    except xmlsec.Error:
+        raise errors.RequestSignatureInvalid(
+            "the request's signature does not verify (the Body or Timestamp changed after signing, or the "
+            "token's certificate did not sign it)"
+        ) from None
+
+    created = _parse_time(stamp.findtext(_q(WSU, "Created")), "Created")
+    expires = _parse_time(stamp.findtext(_q(WSU, "Expires")), "Expires")
+    at = at.astimezone(dt.timezone.utc)
+    if created > at + policy.clock_skew:
+        raise errors.TimestampInFuture(
+            f"the request was created at {created:%Y-%m-%dT%H:%M:%SZ}, later than the gateway's clock allows "
+            f"(skew {int(policy.clock_skew.total_seconds())} s); check the system's clock"
+        )
+    if expires < at - policy.clock_skew:
+        raise errors.TimestampExpired(
+            f"the request expired at {expires:%Y-%m-%dT%H:%M:%SZ}; send a fresh one"
+        )
+    if expires < created or expires - created > policy.max_lifetime:
+        raise errors.TimestampExpired(
+            f"the request's lifetime must be positive and at most {int(policy.max_lifetime.total_seconds())} s"
+        )
+    signature_value = base64.b64decode("".join((value_el.text or "").split()))
+    return VerifiedEnvelope(
+        body=body,
+        certificate=cert,
+        fingerprint=signer.fingerprint,
+        subject=signer.subject,
+        signature_algorithm=SIGNATURE_ALGORITHMS[info[1].get("Algorithm")],
+        signature_digest=hashlib.sha256(signature_value).hexdigest(),
+        created=created,
+        expires=expires,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvelopeSigner:
+    """A key and certificate, loaded once (zeep's own signer re-reads its key files on every call)."""
+
+    key_pem: bytes = dataclasses.field(repr=False)
+    cert_pem: bytes
+    lifetime: dt.timedelta = dt.timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        key = xmlsec.Key.from_memory(self.key_pem, xmlsec.KeyFormat.PEM)
+        object.__setattr__(self, "_key", key)
+        private = serialization.load_pem_private_key(self.key_pem, password=None)
+        method = _T.ECDSA_SHA256 if isinstance(private, ec.EllipticCurvePrivateKey) else _T.RSA_SHA256
+        object.__setattr__(self, "_method", method)
+        cert = x509.load_pem_x509_certificate(self.cert_pem)
+        object.__setattr__(
+            self, "_der_b64", base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        )
+
+    def sign(self, envelope: etree._Element, at: dt.datetime) -> None:
+        """Add Security (token, Timestamp, Signature over Body and Timestamp) to the envelope, in place."""
+        header = envelope.find(_q(SOAP11_ENV, "Header"))
+        body = envelope.find(_q(SOAP11_ENV, "Body"))
+        if header is None:
+            header = etree.Element(_q(SOAP11_ENV, "Header"))
+            body.addprevious(header)
+        security = etree.SubElement(header, _q(WSSE, "Security"), nsmap={"wsse": WSSE, "wsu": WSU})
+        security.set(_q(SOAP11_ENV, "mustUnderstand"), "1")
+        token_id, stamp_id = f"X509-{uuid.uuid4().hex}", f"TS-{uuid.uuid4().hex}"
+        body_id = body.get(_WSU_ID) or f"id-{uuid.uuid4().hex}"
+        body.set(_WSU_ID, body_id)
+        token = etree.SubElement(security, _q(WSSE, "BinarySecurityToken"))
+        token.set("EncodingType", BASE64)
+        token.set("ValueType", X509V3)
+        token.set(_WSU_ID, token_id)
+        token.text = self._der_b64  # type: ignore[attr-defined]
+        sig = xmlsec.template.create(envelope, _T.EXCL_C14N, self._method, ns="ds")  # type: ignore[attr-defined]
+        security.append(sig)
+        stamp = etree.SubElement(security, _q(WSU, "Timestamp"))
+        stamp.set(_WSU_ID, stamp_id)
+        at = at.astimezone(dt.timezone.utc)
+        etree.SubElement(stamp, _q(WSU, "Created")).text = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        etree.SubElement(stamp, _q(WSU, "Expires")).text = (at + self.lifetime).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f"
+        )[:-3] + "Z"
+        for target in (body_id, stamp_id):
+            ref = xmlsec.template.add_reference(sig, _T.SHA256, uri=f"#{target}")
+            xmlsec.template.add_transform(ref, _T.EXCL_C14N)
+        key_info = xmlsec.template.ensure_key_info(sig)
+        str_el = etree.SubElement(key_info, _q(WSSE, "SecurityTokenReference"))
+        ref_el = etree.SubElement(str_el, _q(WSSE, "Reference"))
+        ref_el.set("URI", f"#{token_id}")
+        ref_el.set("ValueType", X509V3)
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key  # type: ignore[attr-defined]
+        ctx.register_id(body, "Id", WSU)
+        ctx.register_id(stamp, "Id", WSU)
+        ctx.sign(sig)
