@@ -26,9 +26,11 @@ import requests
 import zeep
 from lxml import etree
 from zeep.exceptions import Fault, TransportError
+from zeep.wsse.compose import Compose
 from zeep.wsse.username import UsernameToken
 
 from lienthong_client.seals import SealChecker, Signer, is_signed
+from lienthong_client.wsse import SignedRequests, UntrustedAnswer
 
 FAULT_NS = "urn:lienthong:axis:1"
 DEFAULT_TIMEOUT = 60.0
@@ -107,9 +109,15 @@ class LienthongClient:
         session: requests.Session | None = None,
         signer: Signer | None = None,
         checker: SealChecker | None = None,
+        request_key: tuple[bytes, bytes] | None = None,
+        gateway_cert: bytes | None = None,
     ) -> None:
         """``signer`` seals every packet sent (unless already sealed); ``checker`` checks the seal of
-        every packet fetched and raises :class:`~lienthong_client.seals.SealRejected` if it fails."""
+        every packet fetched and raises :class:`~lienthong_client.seals.SealRejected` if it fails.
+
+        ``request_key`` (key PEM, certificate PEM) signs every request (WS-Security X.509), in place of the
+        UsernameToken made from ``secret``; ``gateway_cert`` (PEM) pins the gateway's certificate: every
+        answer must be signed with it, or :class:`~lienthong_client.wsse.UntrustedAnswer` is raised."""
         self.signer = signer
         self.checker = checker
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
@@ -122,7 +130,7 @@ class LienthongClient:
                 wsdl or self.endpoint + "?wsdl",
                 settings=safe_settings(),
                 transport=transport,
-                wsse=UsernameToken(system_id, secret),
+                wsse=self._wsse(system_id, secret, request_key, gateway_cert),
             )
         except (requests.RequestException, TransportError) as exc:
             raise GatewayUnreachable(
@@ -130,6 +138,19 @@ class LienthongClient:
             ) from exc
         # Call the gateway at the address we were given, whatever address the WSDL names.
         self.service = self._zeep.create_service(f"{{{FAULT_NS}}}{self._binding_name()}", self.endpoint)
+
+    @staticmethod
+    def _wsse(
+        system_id: str,
+        secret: str | None,
+        request_key: tuple[bytes, bytes] | None,
+        gateway_cert: bytes | None,
+    ) -> object:
+        if request_key is not None:
+            return SignedRequests(request_key[0], request_key[1], gateway_cert)
+        if gateway_cert is not None:
+            return Compose([UsernameToken(system_id, secret), SignedRequests(b"", b"", gateway_cert)])
+        return UsernameToken(system_id, secret)
 
     def _binding_name(self) -> str:
         for binding in self._zeep.wsdl.bindings:
@@ -141,6 +162,8 @@ class LienthongClient:
             return getattr(self.service, operation)(**{k: v for k, v in kwargs.items() if v is not None})
         except Fault as exc:
             raise _fault_from_zeep(exc) from None
+        except UntrustedAnswer:
+            raise
         except (requests.RequestException, TransportError) as exc:
             raise GatewayUnreachable(f"{operation}: the gateway did not answer properly: {exc}") from exc
 

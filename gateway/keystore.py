@@ -37,7 +37,7 @@ def load_signer(config: Config) -> EnvelopeSigner | None:
         return None
     cert_pem = cert_path.read_bytes()
     cert = x509.load_pem_x509_certificate(cert_pem)
-    signer = EnvelopeSigner(key_pem=key_path.read_bytes(), cert_pem=cert_pem)
+    signer = EnvelopeSigner(key_pem=key_path.read_bytes(), cert_pem=cert_pem, must_understand=False)
     fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     log.info("gateway key loaded: %s (SHA-256 %s…)", cert.subject.rfc4514_string(), fingerprint[:16])
     return signer

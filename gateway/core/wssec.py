@@ -301,6 +301,9 @@ class EnvelopeSigner:
     key_pem: bytes = dataclasses.field(repr=False)
     cert_pem: bytes
     lifetime: dt.timedelta = dt.timedelta(minutes=5)
+    #: mark the Security header mustUnderstand (requests: the gateway must process it); answers leave it
+    #: off, since some SOAP stacks refuse answers with headers they must understand
+    must_understand: bool = True
 
     def __post_init__(self) -> None:
         key = xmlsec.Key.from_memory(self.key_pem, xmlsec.KeyFormat.PEM)
@@ -321,7 +324,8 @@ class EnvelopeSigner:
             header = etree.Element(_q(SOAP11_ENV, "Header"))
             body.addprevious(header)
         security = etree.SubElement(header, _q(WSSE, "Security"), nsmap={"wsse": WSSE, "wsu": WSU})
-        security.set(_q(SOAP11_ENV, "mustUnderstand"), "1")
+        if self.must_understand:
+            security.set(_q(SOAP11_ENV, "mustUnderstand"), "1")
         token_id, stamp_id = f"X509-{uuid.uuid4().hex}", f"TS-{uuid.uuid4().hex}"
         body_id = body.get(_WSU_ID) or f"id-{uuid.uuid4().hex}"
         body.set(_WSU_ID, body_id)

@@ -106,7 +106,13 @@ class World:
         self._clients: dict[str, object] = {}
 
     def setup(self) -> World:
+        from gateway.config import Config
+        from gateway.keystore import make_test_key
+
         upgrade(self.db)
+        # the gateway's own (test) key: it signs every answer, and every client here pins its certificate
+        make_test_key(Config.from_sources({}, data_dir=self.data_dir, database_url=self.database_url))
+        self.gateway_cert = (self.data_dir / "gateway-cert.pem").read_bytes()
         now = dt.datetime.now(dt.timezone.utc)
         with self.db.unit_of_work(write=True) as session:
             for code, (name, active, require_signature) in AGENCIES.items():
@@ -168,6 +174,7 @@ class World:
                 timeout=30,
                 signer=self.pki.signer(agency) if agency and AGENCIES[agency][2] else None,
                 checker=self.pki.checker(),
+                gateway_cert=self.gateway_cert,
             )
         return self._clients[key]
 
