@@ -23,6 +23,7 @@ from gateway import errors
 from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
 from lienthong_client.seals import SealChecker, SealRejected, Signer
 from lienthong_client.sync import store_packet, sync
+from lienthong_client.wsse import UntrustedAnswer
 
 # Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -71,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding this system's secret",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP call (default 60)")
+    auth = p.add_argument_group("authentication", "how this system proves who it is, and checks the gateway")
+    auth.add_argument(
+        "--request-key",
+        default=os.environ.get("LIENTHONG_REQUEST_KEY"),
+        metavar="KEY.pem",
+        help="sign every request (WS-Security X.509) with this key instead of a secret",
+    )
+    auth.add_argument("--request-cert", default=os.environ.get("LIENTHONG_REQUEST_CERT"), metavar="CERT.pem")
+    auth.add_argument(
+        "--gateway-cert",
+        default=os.environ.get("LIENTHONG_GATEWAY_CERT"),
+        metavar="CERT.pem",
+        help="the gateway's certificate: every answer must be signed with it",
+    )
+    auth.add_argument(
+        "--ca-file",
+        default=os.environ.get("LIENTHONG_CA_FILE"),
+        metavar="CA.pem",
+        help="the CA of the gateway's TLS certificate (https endpoints)",
+    )
+    auth.add_argument("--client-cert", metavar="CERT.pem", help="TLS client certificate (mutual TLS)")
+    auth.add_argument("--client-key", metavar="KEY.pem")
     seal = p.add_argument_group(
         "seals", "the agency's key to seal packets, and the CAs to check received ones"
     )
@@ -149,19 +172,29 @@ def _signer(args: argparse.Namespace) -> Signer | None:
 
 
 def _client(args: argparse.Namespace) -> LienthongClient:
-    missing = [name for name in ("endpoint", "system", "secret_file") if not getattr(args, name)]
+    needed = ("endpoint", "system") if args.request_key else ("endpoint", "system", "secret_file")
+    missing = [name for name in needed if not getattr(args, name)]
     if missing:
         raise SystemExit(
             "lienthong-client: missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
         )
     checker = SealChecker.from_files(args.trust, tuple(args.crl)) if args.trust else None
+    request_key = None
+    if args.request_key:
+        if not args.request_cert:
+            raise SystemExit("lienthong-client: --request-key and --request-cert go together")
+        request_key = (Path(args.request_key).read_bytes(), Path(args.request_cert).read_bytes())
     return LienthongClient(
         args.endpoint,
         args.system,
-        _read_secret(args.secret_file),
+        _read_secret(args.secret_file) if args.secret_file else None,
         timeout=args.timeout,
         signer=_signer(args),
         checker=checker,
+        request_key=request_key,
+        gateway_cert=Path(args.gateway_cert).read_bytes() if args.gateway_cert else None,
+        verify=args.ca_file or True,
+        client_cert=(args.client_cert, args.client_key) if args.client_cert else None,
     )
 
 
@@ -351,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except errors.LienthongError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        return 1
+    except UntrustedAnswer as exc:
+        err.print(f"[red]untrusted answer[/red] {escape(str(exc))}", highlight=False)
         return 1
     except GatewayUnreachable as exc:
         err.print(f"[red]unreachable[/red] {escape(str(exc))}", highlight=False)

@@ -101,7 +101,7 @@ class LienthongClient:
         self,
         endpoint: str,
         system_id: str,
-        secret: str,
+        secret: str | None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         wsdl: str | None = None,
@@ -111,6 +111,7 @@ class LienthongClient:
         checker: SealChecker | None = None,
         request_key: tuple[bytes, bytes] | None = None,
         gateway_cert: bytes | None = None,
+        client_cert: tuple[str, str] | None = None,
     ) -> None:
         """``signer`` seals every packet sent (unless already sealed); ``checker`` checks the seal of
         every packet fetched and raises :class:`~lienthong_client.seals.SealRejected` if it fails.
@@ -123,7 +124,14 @@ class LienthongClient:
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.system_id = system_id
         http = session or requests.Session()
-        http.verify = verify
+        http.verify = verify  # True, or the CA file that issued the gateway's TLS certificate
+        if isinstance(verify, str):
+            # requests lets $REQUESTS_CA_BUNDLE override a session's CA file; an explicit choice must win.
+            # Proxies from the environment still apply.
+            http.trust_env = False
+            http.proxies.update(requests.utils.get_environ_proxies(self.endpoint))
+        if client_cert is not None:  # (certificate file, key file) for mutual TLS
+            http.cert = client_cert
         transport = zeep.Transport(session=http, timeout=timeout, operation_timeout=timeout)
         try:
             self._zeep = zeep.Client(
@@ -148,6 +156,8 @@ class LienthongClient:
     ) -> object:
         if request_key is not None:
             return SignedRequests(request_key[0], request_key[1], gateway_cert)
+        if secret is None:  # the TLS client certificate alone identifies this system
+            return SignedRequests(b"", b"", gateway_cert) if gateway_cert is not None else None
         if gateway_cert is not None:
             return Compose([UsernameToken(system_id, secret), SignedRequests(b"", b"", gateway_cert)])
         return UsernameToken(system_id, secret)

@@ -493,8 +493,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.fd is None:
+        scheme = "https" if args.tls_cert else "http"
         err.print(
-            f"lienthong gateway on http://{args.host}:{args.port}/ (WSDL at /?wsdl), "
+            f"lienthong gateway on {scheme}://{args.host}:{args.port}/ (WSDL at /?wsdl), "
             f"{args.workers} workers × {args.threads} threads, database {config.redacted_database_url()}"
         )
     serve(
@@ -505,6 +506,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         fd=args.fd,
         access_log=args.access_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_ca=args.client_ca,
     )
     return 0
 
@@ -630,6 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default 2)")
     s.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default 4)")
     s.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    s.add_argument("--tls-cert", metavar="F", help="serve HTTPS with this certificate (PEM)")
+    s.add_argument("--tls-key", metavar="F", help="the TLS certificate's private key (PEM)")
+    s.add_argument(
+        "--client-ca", metavar="F", help="require client certificates issued by this CA (mutual TLS)"
+    )
     s.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an already bound socket, from a parent
     s.set_defaults(func=cmd_serve)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ class GatewayProcess:
         workers: int = 2,
         threads: int = 4,
         env: Mapping[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
+        ca_file: Path | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -36,6 +40,12 @@ class GatewayProcess:
         self.database_url = database_url
         self.workers = workers
         self.threads = threads
+        self.tls = tls
+        self.client_ca = client_ca
+        #: the CA that signed the TLS certificate (to check it during start-up), and a client
+        #: certificate to present when client certificates are required
+        self.ca_file = ca_file
+        self.client_cert: tuple[Path, Path] | None = None
         self.extra_env = dict(env or {})
         self.log_path = log_path or self.data_dir / "gateway.log"
         self.startup_timeout = startup_timeout
@@ -45,7 +55,7 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     def start(self) -> GatewayProcess:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -73,6 +83,8 @@ class GatewayProcess:
                 str(self.workers),
                 "--threads",
                 str(self.threads),
+                *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
+                *(["--client-ca", str(self.client_ca)] if self.client_ca else []),
             ],
             pass_fds=(fd,),
             env=env,
@@ -90,15 +102,24 @@ class GatewayProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited during start-up; log:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "?wsdl", timeout=5) as resp:  # noqa: S310 - loopback
+                url = self.url + "?wsdl"  # always http(s)://127.0.0.1
+                with urllib.request.urlopen(url, timeout=5, context=self._ssl_context()) as resp:  # noqa: S310
                     if resp.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(
             f"the gateway did not answer within {self.startup_timeout}s; log:\n{self.log_tail()}"
         )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.client_cert:
+            context.load_cert_chain(str(self.client_cert[0]), str(self.client_cert[1]))
+        return context
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -248,6 +248,51 @@ def issue_agency_cert(
     return Issued(key=key, cert=cert)
 
 
+def issue_tls_cert(
+    ca: Issued,
+    name: str,
+    *,
+    hosts: Sequence[str] = ("127.0.0.1", "localhost"),
+    client: bool = False,
+    days: int = 365,
+) -> Issued:
+    """A TEST TLS certificate from ``ca``: a server's (SANs for ``hosts``) or, with ``client``, a system's
+    client certificate for mutual TLS."""
+    import ipaddress
+
+    now = _utcnow()
+    key = _new_key("rsa")
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "TEST — NOT FOR PRODUCTION"),
+                ]
+            )
+        )
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(_aki(ca), critical=False)
+    )
+    if not client:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return Issued(key=key, cert=builder.sign(ca.key, hashes.SHA256()))
+
+
 def make_self_signed(
     agency_code: str, agency_name: str, *, key_type: str = "rsa", now: dt.datetime | None = None
 ) -> Issued:

@@ -9,6 +9,7 @@ is no race for a free port.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -54,8 +55,14 @@ def serve(
     fd: int | None = None,
     timeout: int = 300,
     access_log: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    client_ca: str | None = None,
 ) -> None:
-    """Run the gateway until SIGTERM/SIGINT (blocks)."""
+    """Run the gateway until SIGTERM/SIGINT (blocks).
+
+    With ``tls_cert``/``tls_key`` it serves HTTPS; with ``client_ca`` too, every client must present a
+    certificate issued by that CA (mutual TLS), which the gateway maps to a connected system."""
     options: dict[str, Any] = {
         "bind": [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"],
         "workers": workers,
@@ -74,4 +81,12 @@ def serve(
         "errorlog": "-",
         "proc_name": "lienthong",
     }
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        options.update({"certfile": tls_cert, "keyfile": tls_key})
+        if client_ca:
+            options.update({"ca_certs": client_ca, "cert_reqs": ssl.CERT_REQUIRED})
+    elif client_ca:
+        raise ValueError("--client-ca needs --tls-cert and --tls-key")
     GatewayServer(config, options).run()
