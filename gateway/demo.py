@@ -19,7 +19,9 @@ from rich.table import Table
 
 from gateway import pki
 from gateway.axis import AgencyInfo, upsert_agency
+from gateway.config import Config
 from gateway.core.trust import fingerprint_sha256, subject_text
+from gateway.keystore import make_test_key
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
@@ -95,6 +97,8 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
             f"   with seal certificates from a [yellow]TEST CA (not for production)[/yellow] in {base / 'test-pki'}"
         )
         checker = SealChecker.from_files(paths["ca"])
+        make_test_key(Config.from_sources({}, data_dir=data_dir))  # the gateway signs every answer
+        gateway_cert = (data_dir / "gateway-cert.pem").read_bytes()
         with GatewayProcess(data_dir, workers=workers) as gw:
             console.print(
                 f"[bold]2.[/bold] gateway serving at {gw.url} (WSDL at {gw.url}?wsdl), SQLite in {data_dir}"
@@ -107,6 +111,7 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
                     timeout=30,
                     signer=Signer.from_pem(paths[f"{code}.key"], paths[f"{code}.cert"]),
                     checker=checker,
+                    gateway_cert=gateway_cert,  # answers not signed by the gateway are refused
                 )
                 for code, _name, system_id in AGENCIES
             }
