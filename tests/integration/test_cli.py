@@ -342,3 +342,36 @@ def test_crl_add_revokes_a_seal_on_the_running_gateway(operated, tmp_path):
     assert proc.returncode == 1 and "Client.Seal.CertificateRevoked" in proc.stderr
     for leftover in (data / "crls").iterdir():
         leftover.unlink()
+
+
+def test_signing_systems_are_registered_with_their_certificates(operated, tmp_path):
+    from gateway import pki as testpki
+
+    data, _gw, _secrets = operated
+    ca = testpki.make_ca()
+    first, renewed = (testpki.issue_agency_cert(ca, "edoc", "edoc system") for _ in range(2))
+    (tmp_path / "first.pem").write_bytes(first.cert_pem)
+    (tmp_path / "renewed.pem").write_bytes(renewed.cert_pem)
+    lienthong(
+        "system", "add", "signer", "--agency", G22, "--cert", str(tmp_path / "first.pem"), data_dir=data
+    )
+    lienthong("system", "cert", "add", "signer", str(tmp_path / "renewed.pem"), data_dir=data)
+    systems = {s["id"]: s for s in json.loads(lienthong("system", "list", "--json", data_dir=data).stdout)}
+    assert systems["signer"]["auth"] == "x509" and len(systems["signer"]["certificates"]) == 2
+    assert systems["vpcp"]["auth"] == "username-token"
+    assert "x509" in lienthong("system", "list", data_dir=data).stdout
+    proc = lienthong(
+        "system",
+        "add",
+        "nocert",
+        "--agency",
+        G22,
+        "--auth",
+        "x509",
+        "--generate-secret",
+        data_dir=data,
+        check=False,
+    )
+    assert proc.returncode == 1 and "--cert" in proc.stderr
+    proc = lienthong("system", "add", "nothing", "--agency", G22, data_dir=data, check=False)
+    assert proc.returncode == 1 and "secret" in proc.stderr
