@@ -37,7 +37,7 @@ REQUEST_TREE = TreeLimits(max_elements=5_000, max_depth=32)
 
 #: below this size the whole input is parsed at once (the tree cannot grow large); above, a pull parser
 #: counts elements and depth as it goes
-SMALL_INPUT = 256 * 1024
+SMALL_INPUT = 16 * 1024  # so small that even "<a/>" repeated stays under the request element limit
 
 _SAFE = {
     "resolve_entities": False,
@@ -88,11 +88,13 @@ def parse_xml(
         )
     if len(data) == 0:
         raise not_xml(f"the {what} is empty")
-    # A DOCTYPE can only stand in the prolog, before the root element; refuse it before libxml2 reads any
-    # declaration. The tree check below catches encodings this byte scan cannot see.
-    head = bytes(data[:4096])
-    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+    # A DOCTYPE can only stand in the prolog, before the root element: walk the whole prolog and refuse one
+    # before libxml2 reads any declaration (it would otherwise fetch external parameter entities).
+    problem = _prolog_problem(data)
+    if problem == "doctype":
         raise dtd_forbidden(f"the {what} contains a DOCTYPE or ENTITY declaration; these are never accepted")
+    if problem:
+        raise not_xml(f"the {what} is not acceptable XML: {problem}")
     try:
         root = _parse(data, limits, not_xml, what)
     except etree.XMLSyntaxError as exc:
@@ -110,12 +112,53 @@ def parse_xml(
     return tree
 
 
+def _prolog_problem(data: bytes) -> str | None:
+    """Walk the prolog (XML declaration, comments, processing instructions, white space) up to the root
+    element. Returns "doctype" for a document type declaration, another reason for an encoding this byte
+    walk cannot read (UTF-16/32: edXML and our SOAP are UTF-8), or None."""
+    view = bytes(data[:4]) if len(data) >= 4 else bytes(data)
+    if view.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff", b"\x00<", b"<\x00")):
+        return "only UTF-8 (or another ASCII-compatible encoding) is accepted, not UTF-16 or UTF-32"
+    pos = 3 if data[:3] == b"\xef\xbb\xbf" else 0
+    end = len(data)
+    while pos < end:
+        byte = data[pos : pos + 1]
+        if byte in (b" ", b"\t", b"\r", b"\n"):
+            pos += 1
+            continue
+        if data.startswith(b"<?", pos):
+            close = data.find(b"?>", pos + 2)
+            if close < 0:
+                return None  # unterminated: the parser reports it
+            pos = close + 2
+            continue
+        if data.startswith(b"<!--", pos):
+            close = data.find(b"-->", pos + 4)
+            if close < 0:
+                return None
+            pos = close + 3
+            continue
+        if data.startswith(b"<!", pos):
+            return "doctype"  # <!DOCTYPE (or any other markup declaration) before the root element
+        return None  # the root element (or junk the parser will refuse)
+    return None
+
+
+def _deeper_than(root: etree._Element, depth: int) -> bool:
+    """Whether any element sits deeper than ``depth`` (one XPath step per level, evaluated in C)."""
+    return bool(root.xpath("boolean(/" + "/*" * (depth + 1) + ")"))
+
+
 def _parse(
     data: bytes, limits: TreeLimits, not_xml: type[errors.LienthongError], what: str
 ) -> etree._Element:
     if len(data) <= SMALL_INPUT:
-        # Small inputs cannot build a large tree; libxml2's own depth limit (256) applies.
-        return etree.fromstring(bytes(data), make_small_parser())
+        # Small inputs cannot hold more elements than the limits allow; only the depth needs a look.
+        root = etree.fromstring(bytes(data), make_small_parser())
+        # (packets: libxml2's own limit of 256 is enough for a 16 KB input; requests keep their tighter one)
+        if limits.max_depth < 64 and _deeper_than(root, limits.max_depth):
+            raise not_xml(f"the {what} nests elements deeper than {limits.max_depth} levels")
+        return root
     parser = make_parser(huge=len(data) > HUGE_THRESHOLD)
     view = memoryview(data)
     elements = depth = 0

@@ -275,7 +275,9 @@ def test_a_valid_raw_request_works(world):
 def test_comment_or_pi_in_the_body(world):
     sec = raw.security_header("vpcp", world.secrets["vpcp"])
     for junk in ("<!-- hi -->", "<?php echo 1; ?>"):
-        refused_raw(world, raw.envelope(junk + "<tns:getAgenciesList/>", sec), "Client.Request.MalformedEnvelope")
+        refused_raw(
+            world, raw.envelope(junk + "<tns:getAgenciesList/>", sec), "Client.Request.MalformedEnvelope"
+        )
 
 
 def test_payload_outside_the_service_namespace_or_with_unknown_parameters(world):
@@ -291,11 +293,14 @@ def test_payload_outside_the_service_namespace_or_with_unknown_parameters(world)
 
 def test_ambiguous_credentials(world):
     good = raw.security_header("vpcp", world.secrets["vpcp"])
-    two_users = good.replace("<wsse:Username>vpcp</wsse:Username>",
-                             "<wsse:Username>vpcp</wsse:Username><wsse:Username>nghean</wsse:Username>")
+    two_users = good.replace(
+        "<wsse:Username>vpcp</wsse:Username>",
+        "<wsse:Username>vpcp</wsse:Username><wsse:Username>nghean</wsse:Username>",
+    )
     refused_raw(world, raw.envelope("<tns:getAgenciesList/>", two_users), "Client.Request.MalformedEnvelope")
-    two_tokens = good.replace("</wsse:Security>", good.split(">", 1)[1].replace("</wsse:Security>", "") +
-                              "</wsse:Security>")
+    two_tokens = good.replace(
+        "</wsse:Security>", good.split(">", 1)[1].replace("</wsse:Security>", "") + "</wsse:Security>"
+    )
     refused_raw(world, raw.envelope("<tns:getAgenciesList/>", two_tokens), "Client.Request.MalformedEnvelope")
     padded = raw.security_header("  vpcp\n", world.secrets["vpcp"])
     refused_raw(world, raw.envelope("<tns:getAgenciesList/>", padded), "Client.Auth.InvalidCredentials")
@@ -322,7 +327,11 @@ def test_an_inactive_agency_may_not_send(world):
         session.get(Agency, H49).active = False
         session.commit()
     try:
-        refused(world, lambda: world.client("quangninh").send(new_document(H49, [H41])), "Client.Auth.InactiveSender")
+        refused(
+            world,
+            lambda: world.client("quangninh").send(new_document(H49, [H41])),
+            "Client.Auth.InactiveSender",
+        )
     finally:
         with world.db.unit_of_work(write=True) as session:
             session.get(Agency, H49).active = True
