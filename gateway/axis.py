@@ -137,6 +137,8 @@ class SealSettings:
 class Authenticator(Protocol):
     def authenticate(self, session: Session, credentials: object | None) -> Identity: ...
 
+    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> System | None: ...
+
 
 _DUMMY_HASH = "sha256$" + "00" * 16 + "$" + "00" * 32
 
@@ -184,10 +186,10 @@ class SystemAuthenticator:
             credentials = RequestCredentials(username_token=credentials)
         if not isinstance(credentials, RequestCredentials):
             raise errors.InvalidCredentials("unsupported credentials for this gateway")
-        tls_system = self._by_certificate(session, credentials.tls_certificate, "TLS client")
+        tls_system = self.system_for_certificate(session, credentials.tls_certificate, "TLS client")
         if credentials.envelope is not None:
             der = credentials.envelope.certificate.public_bytes(serialization.Encoding.DER)
-            system = self._by_certificate(session, der, "request signing")
+            system = self.system_for_certificate(session, der, "request signing")
             if tls_system is not None and tls_system.id != system.id:
                 raise errors.CertificateMismatch(
                     f"the request is signed with a certificate of system {system.id} but the TLS connection "
@@ -220,7 +222,7 @@ class SystemAuthenticator:
             return _identity(tls_system)
         raise errors.MissingCredentials("the request carries no credentials")
 
-    def _by_certificate(self, session: Session, der: bytes | None, role: str) -> System | None:
+    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> System | None:
         if der is None:
             return None
         fingerprint = hashlib.sha256(der).hexdigest()
@@ -285,6 +287,10 @@ class Axis:
         digest = envelope.signature_digest
 
         def record(session: Session) -> None:
+            # only registered certificates leave a record: a stranger's signature writes nothing
+            self.authenticator.system_for_certificate(
+                session, envelope.certificate.public_bytes(serialization.Encoding.DER), "request signing"
+            )
             if session.get(ReplayRecord, digest) is not None:
                 raise errors.Replay(
                     "this signed request was already received; every request must be signed anew "
