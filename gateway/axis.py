@@ -198,26 +198,24 @@ class SystemAuthenticator:
             return _identity(system)
         if credentials.username_token is not None:
             token = credentials.username_token
-            system = repo.get_system(session, token.username)
-            ok = check_secret(
-                token.password,
-                system.secret_hash if system is not None and system.secret_hash else _DUMMY_HASH,
-            )
-            if system is None or not system.active or not ok:
+            login = repo.system_login(session, token.username)
+            ok = check_secret(token.password, login[0] if login is not None and login[0] else _DUMMY_HASH)
+            if login is None or not login[1] or not ok:
                 raise errors.InvalidCredentials(
                     "the system id or secret is wrong, or the system is disabled; check the credentials your "
                     "operator issued"
                 )
-            if system.auth_method != "username-token":
+            _hash, _active, is_admin, auth_method, agencies = login
+            if auth_method != "username-token":
                 raise errors.AuthMethodNotAllowed(
-                    f"system {system.id} must sign its requests with its certificate (WS-Security X.509); "
+                    f"system {token.username} must sign its requests with its certificate (WS-Security X.509); "
                     f"UsernameTokens are not accepted for it"
                 )
-            if tls_system is not None and tls_system.id != system.id:
+            if tls_system is not None and tls_system.id != token.username:
                 raise errors.CertificateMismatch(
-                    f"the UsernameToken names system {system.id} but the TLS certificate is of {tls_system.id}"
+                    f"the UsernameToken names system {token.username} but the TLS certificate is of {tls_system.id}"
                 )
-            return _identity(system)
+            return Identity(system_id=token.username, agencies=frozenset(agencies), is_admin=is_admin)
         if tls_system is not None:
             return _identity(tls_system)
         raise errors.MissingCredentials("the request carries no credentials")
@@ -325,13 +323,12 @@ class Axis:
         with self.db.unit_of_work() as session:
             identity = self.authenticator.authenticate(session, credentials)
             policies = {
-                a.code: AgencyPolicy(
-                    active=a.active,
-                    require_signature=a.require_signature,
-                    allow_sha1=a.allow_sha1,
-                    fingerprints=frozenset(c.fingerprint for c in a.certificates),
+                code: AgencyPolicy(
+                    active=active, require_signature=require, allow_sha1=sha1, fingerprints=frozenset(fps)
                 )
-                for a in repo.agencies_by_code(session, identity.agencies)
+                for code, (active, require, sha1, fps) in repo.seal_policies(
+                    session, identity.agencies
+                ).items()
             }
             return identity, policies
 
@@ -365,12 +362,13 @@ class Axis:
         routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 
         def operation(session: Session) -> SendOutcome:
-            earlier = repo.packet_by_sender_digest(session, packet.from_organ, packet.sha256)
+            earlier = repo.earlier_packet(session, packet.from_organ, packet.sha256)
             if earlier is not None:
+                earlier_id, earlier_doc_id, earlier_type = earlier
                 return SendOutcome(
-                    earlier.doc_id,
-                    earlier.message_type,
-                    tuple(repo.recipients_of(session, earlier.id)),
+                    earlier_doc_id,
+                    earlier_type,
+                    tuple(repo.recipients_of(session, earlier_id)),
                     duplicate=True,
                 )
             answered: Delivery | None = None
@@ -391,49 +389,44 @@ class Axis:
                 )
                 self._check_document_id(session, packet)
             now = self.clock()
-            row = Packet(
-                doc_id=str(uuid.uuid4()),
-                message_type=packet.kind,
-                sender_code=packet.from_organ,
-                sender_system=identity.system_id,
-                document_id=packet.document_id
-                if not packet.is_status
-                else packet.response_for[0].document_id,
-                business_doc_type=packet.business.doc_type,
-                subject=packet.subject,
-                code=packet.code,
-                status_code=packet.status_code,
-                description=packet.description,
-                answers_packet_id=route.answers_packet,
-                sha256=packet.sha256,
-                size=packet.size,
-                content=bytes(data),
-                created_at=now,
-                signer_fingerprint=seal.fingerprint if seal else None,
-                signer_subject=seal.subject if seal else None,
-                signer_serial=seal.serial if seal else None,
-                signature_algorithm=seal.signature_algorithm if seal else None,
-                digest_algorithm=seal.digest_algorithm if seal else None,
-                seal_verified_at=seal.verified_at if seal else None,
-                legacy_sha1=bool(seal and seal.legacy_sha1),
+            doc_id = str(uuid.uuid4())
+            repo.insert_packet(
+                session,
+                {
+                    "doc_id": doc_id,
+                    "message_type": packet.kind,
+                    "sender_code": packet.from_organ,
+                    "sender_system": identity.system_id,
+                    "document_id": packet.response_for[0].document_id
+                    if packet.is_status
+                    else packet.document_id,
+                    "business_doc_type": packet.business.doc_type,
+                    "subject": packet.subject,
+                    "code": packet.code,
+                    "status_code": packet.status_code,
+                    "description": packet.description,
+                    "answers_packet_id": route.answers_packet,
+                    "sha256": packet.sha256,
+                    "size": packet.size,
+                    "content": bytes(data),
+                    "created_at": now,
+                    "signer_fingerprint": seal.fingerprint if seal else None,
+                    "signer_subject": seal.subject if seal else None,
+                    "signer_serial": seal.serial if seal else None,
+                    "signature_algorithm": seal.signature_algorithm if seal else None,
+                    "digest_algorithm": seal.digest_algorithm if seal else None,
+                    "seal_verified_at": seal.verified_at if seal else None,
+                    "legacy_sha1": bool(seal and seal.legacy_sha1),
+                },
+                route.recipients,
+                packet.kind,
+                now,
             )
-            session.add(row)
-            session.flush()
-            for recipient in route.recipients:
-                session.add(
-                    Delivery(
-                        packet_id=row.id,
-                        recipient_code=recipient,
-                        message_type=packet.kind,
-                        state="pending",
-                        created_at=now,
-                    )
-                )
             if answered is not None:
                 answered.business_status = packet.status_code
                 answered.business_status_at = now
             session.commit()
-            return SendOutcome(row.doc_id, row.message_type, route.recipients)
+            return SendOutcome(doc_id, packet.kind, route.recipients)
 
         outcome = self.db.run(operation, write=True)
         log.info(
@@ -454,13 +447,15 @@ class Axis:
     def _check_document_id(session: Session, packet) -> None:  # type: ignore[no-untyped-def]
         if packet.business.doc_type not in (0, 1) or not packet.document_id:
             return  # updates and replaces may reuse a DocumentId
-        for other in repo.documents_with_id(session, packet.from_organ, packet.document_id):
-            if other.sha256 != packet.sha256:
+        for other_doc_id, other_sha256 in repo.other_document_digests(
+            session, packet.from_organ, packet.document_id
+        ):
+            if other_sha256 != packet.sha256:
                 raise errors.DuplicateDocumentId(
                     f"agency {packet.from_organ} already sent a different packet with DocumentId "
-                    f"{packet.document_id!r} (docId {other.doc_id}); a changed document must be sent as an "
+                    f"{packet.document_id!r} (docId {other_doc_id}); a changed document must be sent as an "
                     f"update or replacement (BussinessDocType 2 or 3) or with a new DocumentId",
-                    doc_id=other.doc_id,
+                    doc_id=other_doc_id,
                 )
 
     # getReceivedEdocList

@@ -129,7 +129,7 @@ class LienthongService(ServiceBase):
         queues one delivery per recipient. Returns the gateway's docId, the message type it detected (edoc or
         status) and the recipients. Sending the same bytes again returns the first docId (duplicate=true).
         """
-        data = b"".join(packet)
+        data = packet[0] if len(packet) == 1 else b"".join(packet)  # no copy of a large packet
         out = _call(ctx, lambda ax, creds: ax.send_edoc(creds, data))
         return SendEdocResult(
             docId=out.doc_id,
