@@ -199,7 +199,6 @@ def cmd_agency_cert_add(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as exc:
         raise errors.UsageError(f"cannot read a certificate from {args.cert}: {exc}") from None
-    from cryptography.hazmat.primitives import serialization
 
     db = _db(_config(args))
     with db.unit_of_work(write=True) as session:
@@ -210,17 +209,7 @@ def cmd_agency_cert_add(args: argparse.Namespace) -> int:
         if existing is not None and existing.agency_code != args.code:
             raise errors.UsageError(f"this certificate is already registered for {existing.agency_code}")
         if existing is None:
-            session.add(
-                AgencyCertificate(
-                    fingerprint=fp,
-                    agency_code=args.code,
-                    subject=subject_text(cert),
-                    serial=format(cert.serial_number, "x"),
-                    not_after=cert.not_valid_after_utc,
-                    pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-                    added_at=_now(),
-                )
-            )
+            session.add(AgencyCertificate.of(args.code, cert, _now()))
         session.commit()
     out.print(
         f"seal certificate {fp[:16]}… ({subject_text(cert)}, valid until "
@@ -357,21 +346,9 @@ def _read_certificate(path: str):  # type: ignore[no-untyped-def]
 
 
 def _system_certificate(system_id: str, cert):  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives import serialization
-
-    from gateway.core.trust import fingerprint_sha256, subject_text
     from gateway.store.models import SystemCertificate
 
-    return SystemCertificate(
-        fingerprint=fingerprint_sha256(cert),
-        system_id=system_id,
-        subject=subject_text(cert),
-        serial=format(cert.serial_number, "x"),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        added_at=_now(),
-    )
+    return SystemCertificate.of(system_id, cert, _now())
 
 
 def cmd_system_add(args: argparse.Namespace) -> int:

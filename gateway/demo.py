@@ -20,7 +20,6 @@ from rich.table import Table
 from gateway import pki
 from gateway.axis import AgencyInfo, upsert_agency
 from gateway.config import Config
-from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.keystore import make_test_key
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
@@ -50,17 +49,7 @@ def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Pat
         for code, name, system_id in AGENCIES:
             upsert_agency(session, AgencyInfo(code, name, None, None, None, True), now)
             cert = x509.load_pem_x509_certificate(paths[f"{code}.cert"].read_bytes())
-            session.add(
-                AgencyCertificate(
-                    fingerprint=fingerprint_sha256(cert),
-                    agency_code=code,
-                    subject=subject_text(cert),
-                    serial=format(cert.serial_number, "x"),
-                    not_after=cert.not_valid_after_utc,
-                    pem=paths[f"{code}.cert"].read_text(),
-                    added_at=now,
-                )
-            )
+            session.add(AgencyCertificate.of(code, cert, now))
             secret = generate_secret()
             secrets[code] = secret
             repo.add_system(

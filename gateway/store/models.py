@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -54,6 +56,18 @@ class UtcDateTime(TypeDecorator):
         return value
 
 
+def _certificate_columns(cert: x509.Certificate) -> dict:
+    from gateway.core.trust import fingerprint_sha256, subject_text
+
+    return {
+        "fingerprint": fingerprint_sha256(cert),
+        "subject": subject_text(cert),
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc,
+        "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -94,6 +108,11 @@ class AgencyCertificate(Base):
     added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     agency: Mapped[Agency] = relationship(back_populates="certificates")
 
+    @classmethod
+    def of(cls, agency_code: str, cert: x509.Certificate, now: dt.datetime) -> AgencyCertificate:
+        """The row registering ``cert`` as a seal certificate of ``agency_code``."""
+        return cls(agency_code=agency_code, added_at=now, **_certificate_columns(cert))
+
 
 class System(Base):
     """A connected document-management system or integration platform."""
@@ -131,6 +150,12 @@ class SystemCertificate(Base):
     pem: Mapped[str] = mapped_column(Text)
     added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     system: Mapped[System] = relationship(back_populates="certificates")
+
+    @classmethod
+    def of(cls, system_id: str, cert: x509.Certificate, now: dt.datetime) -> SystemCertificate:
+        """The row registering ``cert`` as a request-signing certificate of ``system_id``."""
+        columns = _certificate_columns(cert)
+        return cls(system_id=system_id, added_at=now, not_before=cert.not_valid_before_utc, **columns)
 
 
 class ReplayRecord(Base):

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
 from gateway import pki
-from gateway.core.trust import fingerprint_sha256, subject_text
+from gateway.core.trust import fingerprint_sha256
 from gateway.core.wssec import verify_envelope
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
@@ -128,18 +128,7 @@ def register_system(
         )
         repo.add_system(session, system, agencies)
         for issued in certs:
-            system.certificates.append(
-                SystemCertificate(
-                    fingerprint=fingerprint_sha256(issued.cert),
-                    system_id=system_id,
-                    subject=subject_text(issued.cert),
-                    serial=format(issued.cert.serial_number, "x"),
-                    not_before=issued.cert.not_valid_before_utc,
-                    not_after=issued.cert.not_valid_after_utc,
-                    pem=issued.cert_pem.decode(),
-                    added_at=now,
-                )
-            )
+            system.certificates.append(SystemCertificate.of(system_id, issued.cert, now))
         session.commit()
 
 

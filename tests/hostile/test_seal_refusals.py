@@ -81,17 +81,7 @@ def registered(world, issued: pki.Issued, agency: str = G22):  # type: ignore[no
     cert = issued.cert
     fingerprint = fingerprint_sha256(cert)
     with world.db.unit_of_work(write=True) as session:
-        session.add(
-            AgencyCertificate(
-                fingerprint=fingerprint,
-                agency_code=agency,
-                subject=subject_text(cert),
-                serial=format(cert.serial_number, "x"),
-                not_after=cert.not_valid_after_utc,
-                pem=issued.cert_pem.decode(),
-                added_at=dt.datetime.now(dt.timezone.utc),
-            )
-        )
+        session.add(AgencyCertificate.of(agency, cert, dt.datetime.now(dt.timezone.utc)))
         session.commit()
     try:
         yield issued

@@ -8,7 +8,6 @@ import datetime as dt
 import pytest
 
 from gateway import pki
-from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store.models import SystemCertificate
 from lienthong_client import GatewayFault, GatewayUnreachable, LienthongClient
@@ -57,18 +56,7 @@ def _world(tmp_path, tls_material, *, mutual: bool) -> World:
         world.gateway.client_cert = (base / "vpcp.pem", base / "vpcp.key")
         vpcp_cert = files["vpcp"].cert
         with world.db.unit_of_work(write=True) as session:
-            session.add(
-                SystemCertificate(
-                    fingerprint=fingerprint_sha256(vpcp_cert),
-                    system_id="vpcp",
-                    subject=subject_text(vpcp_cert),
-                    serial=format(vpcp_cert.serial_number, "x"),
-                    not_before=vpcp_cert.not_valid_before_utc,
-                    not_after=vpcp_cert.not_valid_after_utc,
-                    pem=files["vpcp"].cert_pem.decode(),
-                    added_at=dt.datetime.now(dt.timezone.utc),
-                )
-            )
+            session.add(SystemCertificate.of("vpcp", vpcp_cert, dt.datetime.now(dt.timezone.utc)))
             session.commit()
     return world.start()
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gateway.axis import AgencyInfo, upsert_agency
-from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
@@ -127,17 +126,7 @@ class World:
                 agency = upsert_agency(session, AgencyInfo(code, name, None, None, None, active), now)
                 agency.require_signature = require_signature
                 cert = self.pki.seals[code].cert
-                session.add(
-                    AgencyCertificate(
-                        fingerprint=fingerprint_sha256(cert),
-                        agency_code=code,
-                        subject=subject_text(cert),
-                        serial=format(cert.serial_number, "x"),
-                        not_after=cert.not_valid_after_utc,
-                        pem=self.pki.seals[code].cert_pem.decode(),
-                        added_at=now,
-                    )
-                )
+                session.add(AgencyCertificate.of(code, cert, now))
             for system_id, (agencies, admin) in SYSTEMS.items():
                 secret = generate_secret()
                 self.secrets[system_id] = secret
@@ -168,18 +157,7 @@ class World:
                     created_at=now,
                 )
                 repo.add_system(session, system, agencies)
-                system.certificates.append(
-                    SystemCertificate(
-                        fingerprint=fingerprint_sha256(issued.cert),
-                        system_id=system_id,
-                        subject=subject_text(issued.cert),
-                        serial=format(issued.cert.serial_number, "x"),
-                        not_before=issued.cert.not_valid_before_utc,
-                        not_after=issued.cert.not_valid_after_utc,
-                        pem=issued.cert_pem.decode(),
-                        added_at=now,
-                    )
-                )
+                system.certificates.append(SystemCertificate.of(system_id, issued.cert, now))
             session.commit()
         return self
 
