@@ -289,11 +289,7 @@ class Axis:
             self.authenticator.system_for_certificate(
                 session, envelope.certificate.public_bytes(serialization.Encoding.DER), "request signing"
             )
-            if session.get(ReplayRecord, digest) is not None:
-                raise errors.Replay(
-                    "this signed request was already received; every request must be signed anew "
-                    "(a fresh Timestamp and signature)"
-                )
+            # the primary key refuses a second record of the same signature (caught below)
             session.add(
                 ReplayRecord(signature_digest=digest, fingerprint=envelope.fingerprint, expires_at=expires)
             )
@@ -310,7 +306,10 @@ class Axis:
             from sqlalchemy import exc as sa_exc
 
             if isinstance(exc, sa_exc.IntegrityError):
-                raise errors.Replay("this signed request was already received") from None
+                raise errors.Replay(
+                    "this signed request was already received; every request must be signed anew "
+                    "(a fresh Timestamp and signature)"
+                ) from None
             raise
 
     def authenticate(self, credentials: object | None) -> Identity:
