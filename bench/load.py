@@ -81,9 +81,7 @@ class Http:
         assert self.conn is not None
         started = time.perf_counter()
         try:
-            self.conn.request(
-                "POST", "/", body=body, headers={"Content-Type": "text/xml; charset=utf-8"}
-            )
+            self.conn.request("POST", "/", body=body, headers={"Content-Type": "text/xml; charset=utf-8"})
             resp = self.conn.getresponse()
             data = resp.read()
             status = resp.status
@@ -201,6 +199,7 @@ def _client_main(
     timeout: float,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; a Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited through fork
     conn = Http(port, timeout)
     client = _Client(plan, conn)
     try:

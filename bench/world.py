@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from gateway import pki
 from gateway.axis import AgencyInfo, upsert_agency
-from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.launcher import GatewayProcess
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.migrate import upgrade
-from gateway.store.models import AgencyCertificate, System
+from gateway.store.models import AgencyCertificate, System, SystemCertificate
 from gateway.systems import generate_secret, store_secret
 
 G22, H41, H49, G01 = "000.00.00.G22", "000.00.00.H41", "000.00.00.H49", "000.00.00.G01"
@@ -41,21 +38,39 @@ AGENCIES = {
 SYSTEMS = {"vpcp": G22, "nghean": H41, "quangninh": H49, "bqp": G01}
 SENDER_SYSTEM = "vpcp"
 RECEIVER_SYSTEMS = ("nghean", "quangninh", "bqp")
+#: the system that signs its requests (WS-Security X.509, ``auth_method="x509"``, no secret): it acts for
+#: the same agency as ``SENDER_SYSTEM``, so ``send-x509`` posts the same packets as ``send``
+SIGNING_SYSTEM = "vpcp-signed"
+SIGNING_SYSTEMS = {SIGNING_SYSTEM: G22}
 
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """A TEST CA, one seal per agency and one secret per system, made once per run."""
+    """A TEST CA, one seal per agency, one secret per system and one request-signing certificate per
+    signing system (a key apart from any agency seal, issued as the tests issue theirs), made once per run."""
 
     ca: pki.Issued
     seals: dict[str, pki.Issued]
     secrets: dict[str, str]
+    #: signing system id → the certificate (and key) it signs its requests with
+    systems: dict[str, pki.Issued] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def make(cls) -> Credentials:
         ca = pki.make_ca()
         seals = {code: pki.issue_agency_cert(ca, code, name) for code, name in AGENCIES.items()}
-        return cls(ca=ca, seals=seals, secrets={system: generate_secret() for system in SYSTEMS})
+        systems = {sid: pki.issue_agency_cert(ca, sid, f"system {sid}") for sid in SIGNING_SYSTEMS}
+        return cls(
+            ca=ca,
+            seals=seals,
+            secrets={system: generate_secret() for system in SYSTEMS},
+            systems=systems,
+        )
+
+    @property
+    def signing(self) -> pki.Issued:
+        """The request-signing certificate and key of ``SIGNING_SYSTEM``."""
+        return self.systems[SIGNING_SYSTEM]
 
     @property
     def sender_key_pem(self) -> bytes:
@@ -66,8 +81,21 @@ class Credentials:
         return self.seals[SENDER].cert_pem
 
 
+def make_gateway_key(home: Path, database_url: str) -> bool:
+    """The gateway's own TEST key, as ``lienthong init`` makes it (the gateway signs its responses with it).
+    False where this gateway has no such key."""
+    try:
+        from gateway.config import Config
+        from gateway.keystore import make_test_key
+    except ImportError:
+        return False
+    make_test_key(Config.from_sources({}, data_dir=home, database_url=database_url))
+    return True
+
+
 def register(database_url: str, creds: Credentials) -> None:
-    """The schema (the gateway's own migrations), the agencies with their seal certificates, the systems."""
+    """The schema (the gateway's own migrations), the agencies with their seal certificates, the systems
+    with a secret (UsernameToken) and the signing systems with their registered certificate (X.509)."""
     db = Database(database_url)
     try:
         upgrade(db)
@@ -76,78 +104,36 @@ def register(database_url: str, creds: Credentials) -> None:
             for code, name in AGENCIES.items():
                 agency = upsert_agency(session, AgencyInfo(code, name, None, None, None, True), now)
                 agency.require_signature = True
-                cert = creds.seals[code].cert
-                session.add(
-                    AgencyCertificate(
-                        fingerprint=fingerprint_sha256(cert),
-                        agency_code=code,
-                        subject=subject_text(cert),
-                        serial=format(cert.serial_number, "x"),
-                        not_after=cert.not_valid_after_utc,
-                        pem=creds.seals[code].cert_pem.decode(),
-                        added_at=now,
-                    )
-                )
+                session.add(AgencyCertificate.of(code, creds.seals[code].cert, now))
             for system_id, agency in SYSTEMS.items():
-                repo.add_system(
-                    session,
-                    System(
-                        id=system_id,
-                        secret_hash=store_secret(creds.secrets[system_id]),
-                        is_admin=False,
-                        active=True,
-                        created_at=now,
-                    ),
-                    [agency],
+                system = System(
+                    id=system_id,
+                    secret_hash=store_secret(creds.secrets[system_id]),
+                    # these systems' requests carry a UsernameToken (an operator choice per system since
+                    # X.509-signed requests became the default)
+                    auth_method="username-token",
+                    is_admin=False,
+                    active=True,
+                    created_at=now,
                 )
+                repo.add_system(session, system, [agency])
+            for system_id, agency in SIGNING_SYSTEMS.items():
+                # as tests/support/world.py registers its SIGNING_SYSTEMS: auth_method "x509", no secret,
+                # and the certificate it signs with (what ``lienthong system add … --cert`` records)
+                issued = creds.systems[system_id]
+                system = System(
+                    id=system_id,
+                    secret_hash="",
+                    auth_method="x509",
+                    is_admin=False,
+                    active=True,
+                    created_at=now,
+                )
+                repo.add_system(session, system, [agency])
+                system.certificates.append(SystemCertificate.of(system_id, issued.cert, now))
             session.commit()
     finally:
         db.dispose()
-
-
-class BenchGateway(GatewayProcess):
-    """:class:`GatewayProcess` that also passes ``--threads`` (gunicorn gthread threads per worker).
-
-    The start-up is the launcher's, with one more argument; keep it in step with ``GatewayProcess.start``.
-    """
-
-    def __init__(self, *args: object, threads: int = 4, **kw: object) -> None:
-        super().__init__(*args, **kw)  # type: ignore[arg-type]
-        self.threads = threads
-
-    def start(self) -> BenchGateway:
-        import socket
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        fd = self.sock.fileno()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIENTHONG_")}
-        env.update(self.extra_env)
-        env["LIENTHONG_HOME"] = str(self.data_dir)
-        if self.database_url:
-            env["LIENTHONG_DATABASE_URL"] = self.database_url
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "gateway.cli", "serve", "--fd", str(fd),
-                    "--workers", str(self.workers), "--threads", str(self.threads),
-                ],  # fmt: skip
-                pass_fds=(fd,),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
 
 @dataclasses.dataclass
@@ -157,7 +143,7 @@ class Target:
     kind: str
     url: str
     data_dir: Path
-    gateway: BenchGateway
+    gateway: GatewayProcess
     #: libpq conninfo (PostgreSQL) or the SQLite file, for the raw bound's direct connection
     direct: str
 
@@ -230,7 +216,8 @@ def target(
     trust = data_dir / "trust-anchors.pem"
     trust.write_bytes(creds.ca.cert_pem)
     register(url, creds)
-    gateway = BenchGateway(
+    make_gateway_key(data_dir / "home", url)
+    gateway = GatewayProcess(
         data_dir / "home",
         database_url=url,
         workers=workers,
