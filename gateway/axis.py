@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import delete
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from gateway import errors
@@ -300,17 +301,11 @@ class Axis:
 
         try:
             self.db.run(record, write=True, retries=0)
-        except Exception as exc:  # a unique violation: the same signature recorded concurrently
-            if isinstance(exc, errors.LienthongError):
-                raise
-            from sqlalchemy import exc as sa_exc
-
-            if isinstance(exc, sa_exc.IntegrityError):
-                raise errors.Replay(
-                    "this signed request was already received; every request must be signed anew "
-                    "(a fresh Timestamp and signature)"
-                ) from None
-            raise
+        except sa_exc.IntegrityError:  # the primary key: this signature was recorded before
+            raise errors.Replay(
+                "this signed request was already received; every request must be signed anew "
+                "(a fresh Timestamp and signature)"
+            ) from None
 
     def authenticate(self, credentials: object | None) -> Identity:
         with self.db.unit_of_work() as session:

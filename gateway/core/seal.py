@@ -329,7 +329,7 @@ def _document_digest(root: etree._Element, sig: etree._Element, shape: _Shape) -
 
 
 @dataclasses.dataclass(frozen=True)
-class _SignerInfo:
+class SignerInfo:
     key: xmlsec.Key
     fingerprint: str
     subject: str
@@ -342,20 +342,20 @@ class KeyCache:
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._entries: dict[bytes, _SignerInfo] = {}
+        self._entries: dict[bytes, SignerInfo] = {}
 
-    def get(self, der: bytes, cert: x509.Certificate) -> _SignerInfo:
+    def get(self, der: bytes, cert: x509.Certificate) -> SignerInfo:
         entry = self._entries.get(der)
         if entry is None:
-            entry = _signer_info(der, cert)
+            entry = signer_info(der, cert)
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[der] = entry
         return entry
 
 
-def _signer_info(der: bytes, cert: x509.Certificate) -> _SignerInfo:
-    return _SignerInfo(
+def signer_info(der: bytes, cert: x509.Certificate) -> SignerInfo:
+    return SignerInfo(
         # the bare public key: a key loaded with its certificate is copied, certificate and all, into every
         # signature context (78 µs per verification against under 1 µs)
         key=xmlsec.Key.from_memory(
@@ -369,7 +369,7 @@ def _signer_info(der: bytes, cert: x509.Certificate) -> _SignerInfo:
     )
 
 
-def _xmlsec_verify(sig: etree._Element, shape: _Shape, signer: _SignerInfo) -> bool:
+def _xmlsec_verify(sig: etree._Element, shape: _Shape, signer: SignerInfo) -> bool:
     ctx = xmlsec.SignatureContext()
     ctx.key = signer.key
     for href in {T.ENVELOPED.href, shape.reference_c14n, shape.digest_method} - {None}:
@@ -398,7 +398,7 @@ def verify_seal(
     shape = _check_shape(sig, policy, allow_sha1)
     _check_no_comments(root)
     leaf, intermediates = shape.certificates[0], shape.certificates[1:]
-    signer = keys.get(shape.signer_der, leaf) if keys is not None else _signer_info(shape.signer_der, leaf)
+    signer = keys.get(shape.signer_der, leaf) if keys is not None else signer_info(shape.signer_der, leaf)
     if not _xmlsec_verify(sig, shape, signer):
         if _document_digest(root, sig, shape) != shape.digest_value:
             raise errors.SealDigestMismatch(

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 
 from gateway import errors
-from gateway.core.seal import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, KeyCache, _signer_info, _SignerInfo
+from gateway.core.seal import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, KeyCache, SignerInfo, signer_info
 
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -244,7 +244,7 @@ def verify_envelope(
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         raise errors.SecurityMalformed("the BinarySecurityToken is not a DER certificate") from None
-    signer: _SignerInfo = keys.get(der, cert) if keys is not None else _signer_info(der, cert)
+    signer: SignerInfo = keys.get(der, cert) if keys is not None else signer_info(der, cert)
 
     ctx = xmlsec.SignatureContext()
     ctx.key = signer.key
