@@ -1,0 +1,42 @@
+"""The benchmark still runs end to end (a short smoke run: its figures are not judged here, only that it
+measures, writes its JSON and chart, and sees no errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_quick_smoke_run(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--database",
+            "sqlite",
+            "--scenario",
+            "send",
+            "--scenario",
+            "verify",
+            "--scenario",
+            "wss-verify",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    send = report["databases"]["sqlite"]["send"]
+    assert send["accepted"] > 0 and send["errors"] == 0
+    assert report["databases"]["sqlite"]["raw_bound"]["packets_per_s"] > 0
+    assert (tmp_path / "latest.png").stat().st_size > 10_000
+    assert "raw bound" in proc.stdout
