@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from spyne import Array, Boolean, ByteArray, ComplexModel, Date, DateTime, ServiceBase, Unicode, rpc
 
 from gateway import axis as axis_mod
+from gateway import errors
 from gateway.soap.faults import TNS, LienthongFault, to_fault
 from gateway.soap.guard import ENV_CORRELATION, ENV_CREDENTIALS
 
@@ -100,10 +101,21 @@ def _call(ctx: Any, operation: Callable[[axis_mod.Axis, object | None], T]) -> T
     try:
         axis = ctx.app.lienthong_axis
         credentials = env.get(ENV_CREDENTIALS)
+        _check_same_body(ctx, credentials)
         axis.admit(credentials)
         return operation(axis, credentials)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a declared fault
         raise to_fault(exc, cid, ctx.method_request_string.rsplit("}", 1)[-1]) from None
+
+
+def _check_same_body(ctx: Any, credentials: object | None) -> None:
+    """What spyne deserialized must be the very payload element whose Body the signature covered."""
+    envelope = getattr(credentials, "envelope", None)
+    if envelope is None:
+        return
+    payload = [el for el in envelope.body if isinstance(el.tag, str)]
+    if len(payload) != 1 or ctx.in_body_doc is not payload[0]:
+        raise errors.SignatureWrapping("the operation spyne read is not the one inside the signed Body")
 
 
 def _agency(a: axis_mod.AgencyInfo) -> AgencyEntry:
