@@ -232,7 +232,7 @@ class Guard:
         try:
             result = self.app(environ, _start)
             try:
-                body = b"".join(result)
+                holder = [b"".join(result)]  # one reference only, so signing can let go of it
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -253,30 +253,29 @@ class Guard:
             (time.perf_counter() - started) * 1000,
             cid,
         )
-        return self._respond(start_response, status, headers, body, cid)
+        return self._respond(start_response, status, headers, holder, cid)
 
     def _respond(
         self,
         start_response: StartResponse,
         status: str,
         headers: list[tuple[str, str]],
-        body: bytes,
+        holder: list[bytes],
         cid: str,
         extra: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:
-        """Send a SOAP response, signed with the gateway's key when it has one."""
-        if self.response_signer is not None:
-            body = self._sign(body)
+        """Send a SOAP response (taken out of ``holder``), signed with the gateway's key when it has one."""
+        body = self._sign(holder) if self.response_signer is not None else holder.pop()
         out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-correlation-id")]
         out += [("Content-Length", str(len(body))), ("X-Correlation-Id", cid), *(extra or [])]
         start_response(status, out)
         return [body]
 
-    def _sign(self, body: bytes) -> bytes:
-        # our own serialization, so a plain parse is safe; large responses (getEdoc) need huge mode
-        root = etree.fromstring(
-            body, etree.XMLParser(huge_tree=True, resolve_entities=False, no_network=True)
-        )
+    def _sign(self, holder: list[bytes]) -> bytes:
+        # our own serialization, so a plain parse is safe; large responses (getEdoc) need huge mode. The
+        # unsigned bytes are released as soon as they are parsed (a getEdoc answer may be ~90 MB).
+        parser = etree.XMLParser(huge_tree=True, resolve_entities=False, no_network=True)
+        root = etree.fromstring(holder.pop(), parser)
         self.response_signer.sign(root, self.clock())  # type: ignore[union-attr]
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
@@ -363,7 +362,7 @@ class Guard:
             start_response,
             status,
             [("Content-Type", "text/xml; charset=utf-8")],
-            fault_envelope(err, cid),
+            [fault_envelope(err, cid)],
             cid,
             extra,
         )
