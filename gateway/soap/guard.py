@@ -42,7 +42,6 @@ log = logging.getLogger("lienthong.http")
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _UT_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
 PASSWORD_TEXT = _UT_PROFILE + "#PasswordText"
-SOAP_ENC_NS = "http://schemas.xmlsoap.org/soap/encoding/"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 
 ENV_TREE = "lienthong.envelope"

@@ -21,10 +21,6 @@ def get_agency(session: Session, code: str) -> Agency | None:
     return session.get(Agency, code)
 
 
-def agencies_by_code(session: Session, codes: Iterable[str]) -> Sequence[Agency]:
-    return session.scalars(select(Agency).where(Agency.code.in_(list(codes)))).all()
-
-
 def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencyState]:
     rows = session.execute(_STATES, {"codes": list(codes)})
     return {code: AgencyState(code=code, active=active) for code, active in rows}
@@ -63,22 +59,6 @@ def packet_by_doc_id(session: Session, doc_id: str, *, with_content: bool = Fals
     if with_content:
         stmt = stmt.options(undefer(Packet.content))
     return session.scalars(stmt).first()
-
-
-def packet_by_sender_digest(session: Session, sender: str, sha256: str) -> Packet | None:
-    return session.scalars(
-        select(Packet).where(Packet.sender_code == sender, Packet.sha256 == sha256)
-    ).first()
-
-
-def documents_with_id(session: Session, sender: str, document_id: str) -> Sequence[Packet]:
-    return session.scalars(
-        select(Packet).where(
-            Packet.sender_code == sender,
-            Packet.document_id == document_id,
-            Packet.message_type == "edoc",
-        )
-    ).all()
 
 
 def delivery_of_document(
