@@ -11,19 +11,10 @@ from lxml import etree
 
 from gateway.soap.app import WSDL_PLACEHOLDER_ADDRESS, generate_wsdl
 from tests.conftest import ROOT
+from tests.support.contract import OPERATIONS
 
 WSDL_FILE = ROOT / "wsdl" / "lienthong.wsdl"
 W = {"wsdl": "http://schemas.xmlsoap.org/wsdl/", "soap": "http://schemas.xmlsoap.org/wsdl/soap/"}
-OPERATIONS = {
-    "sendEdoc",
-    "getReceivedEdocList",
-    "getEdoc",
-    "updateStatus",
-    "getSentEdocList",
-    "getAgenciesList",
-    "registerAgency",
-    "deleteAgency",
-}
 
 
 @pytest.fixture(scope="module")

@@ -20,21 +20,12 @@ from typing import Any
 import pytest
 
 from lienthong_client.packets import build_document
+from tests.support.contract import OPERATIONS
 from tests.support.world import AGENCIES, G22, H41, K41
 
 pytestmark = pytest.mark.interop
 
 SCRIPT = Path(__file__).resolve().parent / "php" / "axis_client.php"
-OPERATIONS = {
-    "sendEdoc",
-    "getReceivedEdocList",
-    "getEdoc",
-    "updateStatus",
-    "getSentEdocList",
-    "getAgenciesList",
-    "registerAgency",
-    "deleteAgency",
-}
 
 
 @pytest.fixture(scope="module")
