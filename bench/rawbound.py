@@ -153,21 +153,7 @@ class _Sqlite:
                 cur.execute(_SQLITE_REPLAY, (digest, row["fingerprint_request"], _sqlite_time(expires)))
             cur.execute(
                 _SQLITE_PACKET,
-                (
-                    row["doc_id"],
-                    row["sender"],
-                    row["document_id"],
-                    row["subject"],
-                    row["code"],
-                    row["sha256"],
-                    row["size"],
-                    row["content"],
-                    now,
-                    row["fingerprint"],
-                    row["subject_dn"],
-                    row["serial"],
-                    now,
-                ),
+                _packet_params(row, now),
             )
             packet_id = cur.lastrowid
             cur.executemany(_SQLITE_DELIVERY, [(packet_id, r, now) for r in recipients])
@@ -178,6 +164,25 @@ class _Sqlite:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _packet_params(row: dict[str, Any], now: Any) -> tuple:
+    """The packet insert's parameters, in the order both databases' statements take them."""
+    return (
+        row["doc_id"],
+        row["sender"],
+        row["document_id"],
+        row["subject"],
+        row["code"],
+        row["sha256"],
+        row["size"],
+        row["content"],
+        now,
+        row["fingerprint"],
+        row["subject_dn"],
+        row["serial"],
+        now,
+    )
 
 
 class _Postgres:
@@ -194,21 +199,7 @@ class _Postgres:
                 cur.execute(_PG_REPLAY, (digest, row["fingerprint_request"], expires))
             cur.execute(
                 _PG_PACKET,
-                (
-                    row["doc_id"],
-                    row["sender"],
-                    row["document_id"],
-                    row["subject"],
-                    row["code"],
-                    row["sha256"],
-                    row["size"],
-                    row["content"],
-                    now,
-                    row["fingerprint"],
-                    row["subject_dn"],
-                    row["serial"],
-                    now,
-                ),
+                _packet_params(row, now),
             )
             packet_id = cur.fetchone()[0]  # type: ignore[index]
             cur.executemany(_PG_DELIVERY, [(packet_id, r, now) for r in recipients])
