@@ -23,6 +23,11 @@ as a plain mapping, so tests pass a dict.
   own key and certificate, which sign its responses (default: ``gateway-key.pem`` / ``gateway-cert.pem`` in
   the data directory, made for testing by ``lienthong init``).
 - ``LIENTHONG_CLOCK_SKEW`` / ``clock_skew``: tolerated clock difference for signed requests (300 s).
+- ``LIENTHONG_WORKING_DAYS`` / ``working_days``: the agencies' working days for the same-day rule
+  (``mon-fri``; e.g. ``mon-fri,sat``).
+- ``LIENTHONG_CUTOFF`` / ``cutoff``: the end of the working day, ``HH:MM`` in ``timezone`` (``17:00``).
+- ``LIENTHONG_HOLIDAYS`` / ``holidays``: public holidays, ``YYYY-MM-DD`` separated by commas (a TOML list
+  in the file); none by default.
 
 All problems are reported together in one :class:`~gateway.errors.ConfigError`.
 """
@@ -30,12 +35,14 @@ All problems are reported together in one :class:`~gateway.errors.ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.core.workdays import WorkingCalendar, parse_days
 from gateway.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -82,6 +89,14 @@ class Config:
     gateway_cert: Path | None = None
     #: tolerated clock difference for signed requests' timestamps, in seconds
     clock_skew: int = 300
+    #: working days (Monday 0), the daily cut-off and holidays: the same-day rule's calendar
+    working_days: frozenset[int] = frozenset(range(5))
+    cutoff: dt.time = dt.time(17, 0)
+    holidays: frozenset[dt.date] = frozenset()
+
+    @property
+    def calendar(self) -> WorkingCalendar:
+        return WorkingCalendar(self.timezone, self.working_days, self.cutoff, self.holidays)
 
     @property
     def crl_dir(self) -> Path:
@@ -134,6 +149,7 @@ class Config:
         known = {
             "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
             "trust_anchors", "seal_subject_attribute", "allow_sha1", "gateway_key", "gateway_cert", "clock_skew",
+            "working_days", "cutoff", "holidays",
         }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -207,6 +223,29 @@ class Config:
             problems.append(f"clock_skew must be a whole number of seconds, got {skew!r}")
             skew = 300
 
+        working_days = frozenset(range(5))
+        days_text = pick("working_days", "LIENTHONG_WORKING_DAYS")
+        if days_text is not None:
+            try:
+                working_days = parse_days(str(days_text))
+            except ValueError as exc:
+                problems.append(f"working_days: {exc}")
+        cutoff = dt.time(17, 0)
+        cutoff_text = pick("cutoff", "LIENTHONG_CUTOFF")
+        if cutoff_text is not None:
+            try:
+                cutoff = dt.time.fromisoformat(str(cutoff_text))
+            except ValueError:
+                problems.append(f"cutoff must be a time of day HH:MM, got {cutoff_text!r}")
+        holidays: set[dt.date] = set()
+        raw_holidays = pick("holidays", "LIENTHONG_HOLIDAYS") or []
+        if isinstance(raw_holidays, str):
+            raw_holidays = [h for h in raw_holidays.split(",") if h.strip()]
+        for item in raw_holidays if isinstance(raw_holidays, list) else [raw_holidays]:
+            try:
+                holidays.add(item if isinstance(item, dt.date) else dt.date.fromisoformat(str(item).strip()))
+            except ValueError:
+                problems.append(f"holidays: {item!r} is not a date YYYY-MM-DD")
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -223,4 +262,7 @@ class Config:
             gateway_key=Path(gateway_key) if gateway_key else None,
             gateway_cert=Path(gateway_cert) if gateway_cert else None,
             clock_skew=skew,
+            working_days=working_days,
+            cutoff=cutoff,
+            holidays=frozenset(holidays),
         )

@@ -48,6 +48,19 @@ place; nothing else builds a fault.
     │   │   ├── UnknownRecipient                 Client.Routing.UnknownRecipient
     │   │   ├── InactiveRecipient                Client.Routing.InactiveRecipient
     │   │   └── StatusForUnknownDocument         Client.Routing.StatusForUnknownDocument
+    │   ├── LifecycleError                       the document's life: statuses, recall, update, replace
+    │   │   ├── StatusReasonRequired             Client.Status.ReasonRequired
+    │   │   ├── StatusNotOriginalSender          Client.Status.NotOriginalSender
+    │   │   ├── StatusNotDelivered               Client.Status.NotDelivered
+    │   │   ├── StatusAfterRejection             Client.Status.AfterRejection
+    │   │   ├── StatusOutOfOrder                 Client.Status.OutOfOrder
+    │   │   ├── StatusDocumentRecalled           Client.Status.DocumentRecalled
+    │   │   ├── StatusNoPendingRequest           Client.Status.NoPendingRequest
+    │   │   ├── StatusAlreadyAnswered            Client.Status.AlreadyAnswered
+    │   │   ├── MissingOriginalReference         Client.Lifecycle.MissingReference
+    │   │   ├── UnknownOriginal                  Client.Lifecycle.UnknownOriginal
+    │   │   ├── ReceiverMismatch                 Client.Lifecycle.ReceiverMismatch
+    │   │   └── OriginalRecalled                 Client.Lifecycle.OriginalRecalled
     │   ├── SecurityError                        the request's WS-Security signature
     │   │   ├── BodyNotSigned                    Client.Security.BodyNotSigned
     │   │   ├── SecurityMalformed                Client.Security.Malformed
@@ -290,6 +303,87 @@ class InactiveRecipient(RoutingError):
 
 class StatusForUnknownDocument(RoutingError):
     code = "Client.Routing.StatusForUnknownDocument"
+
+
+# --- the document's life --------------------------------------------------------------------------------
+
+
+class LifecycleError(ClientError):
+    """A status or a recall/update/replace that does not fit the document's life so far."""
+
+    code = "Client.Lifecycle"
+
+
+class StatusReasonRequired(LifecycleError):
+    """Statuses 02 (rejected), 13 (recall) and 16 (refused) must say why in Description."""
+
+    code = "Client.Status.ReasonRequired"
+
+
+class StatusNotOriginalSender(LifecycleError):
+    """Status 13 (recall) may come only from the agency that sent the document."""
+
+    code = "Client.Status.NotOriginalSender"
+
+
+class StatusNotDelivered(LifecycleError):
+    """01–06 and 02 need the recipient to have fetched the document first."""
+
+    code = "Client.Status.NotDelivered"
+
+
+class StatusAfterRejection(LifecycleError):
+    """After 02 (rejected) only answers to a recall or update (15/16) may follow."""
+
+    code = "Client.Status.AfterRejection"
+
+
+class StatusOutOfOrder(LifecycleError):
+    """01 → 03 → 04 → 05 → 06 only go forward; 02 only before 03; 04–06 only after 03."""
+
+    code = "Client.Status.OutOfOrder"
+
+
+class StatusDocumentRecalled(LifecycleError):
+    """The recipient agreed to recall the document: it has no further business statuses."""
+
+    code = "Client.Status.DocumentRecalled"
+
+
+class StatusNoPendingRequest(LifecycleError):
+    """15/16 answer a recall, update or replace request; there is none for this recipient."""
+
+    code = "Client.Status.NoPendingRequest"
+
+
+class StatusAlreadyAnswered(LifecycleError):
+    """The recipient already answered the request the other way."""
+
+    code = "Client.Status.AlreadyAnswered"
+
+
+class MissingOriginalReference(LifecycleError):
+    """A recall, update or replace must name the earlier document in Bussiness/DocumentId."""
+
+    code = "Client.Lifecycle.MissingReference"
+
+
+class UnknownOriginal(LifecycleError):
+    """The earlier document named is not one the same agency sent through this gateway."""
+
+    code = "Client.Lifecycle.UnknownOriginal"
+
+
+class ReceiverMismatch(LifecycleError):
+    """To, ReceiverList or ReplacementInfoList do not agree with the earlier document's recipients."""
+
+    code = "Client.Lifecycle.ReceiverMismatch"
+
+
+class OriginalRecalled(LifecycleError):
+    """A recipient already agreed to recall the earlier document: it cannot be updated or replaced there."""
+
+    code = "Client.Lifecycle.OriginalRecalled"
 
 
 # --- the request's WS-Security signature -----------------------------------------------------------------

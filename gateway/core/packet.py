@@ -97,9 +97,16 @@ class ResponseFor:
 
 @dataclasses.dataclass(frozen=True)
 class Business:
+    """The packet's Bussiness block: what kind of document it is and which earlier one it changes."""
+
     doc_type: int = NEW
     document_id: str | None = None
     reason: str | None = None
+    #: an update's ReceiverList: receivers added (ReceiverType 1) and removed (ReceiverType 0)
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: a replace's ReplacementInfoList: (replaced DocumentId, the OrganIds it is replaced for)
+    replacements: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,10 +237,11 @@ def check_packet(data: bytes, schemas: SchemaSet, limits: Limits) -> etree._Elem
         if code in REASON_REQUIRED and not _text(mh, "Description"):
             el = mh.find(q("Description"))
             line = el.sourceline if el is not None else mh.sourceline
-            raise errors.SchemaInvalid(
+            raise errors.StatusReasonRequired(
                 f"status {code} ({STATUS_CODES[code]}) must give its reason in Description (line {line})",
                 element="Description",
                 line=line,
+                status_code=code,
             )
     else:
         _check_document_header(mh)
@@ -270,10 +278,29 @@ def packet_fields(root: etree._Element, data: bytes) -> Packet:
     staff = None
     if bus is not None:
         doc_type = _text(bus, "BussinessDocType")
+        added: list[str] = []
+        removed: list[str] = []
+        for receiver in bus.iterfind(f"{q('BussinessDocumentInfo')}/{q('ReceiverList')}/{q('Receiver')}"):
+            organ = _text(receiver, "OrganId") or ""
+            (added if _text(receiver, "ReceiverType") == "1" else removed).append(organ)
+        replacements = tuple(
+            (
+                _text(info, "DocumentId") or "",
+                tuple(
+                    dict.fromkeys(
+                        (el.text or "").strip() for el in info.iterfind(f"{q('OrganIdList')}/{q('OrganId')}")
+                    )
+                ),
+            )
+            for info in bus.iterfind(f"{q('ReplacementInfoList')}/{q('ReplacementInfo')}")
+        )
         business = Business(
             doc_type=int(doc_type) if doc_type is not None else NEW,
             document_id=_text(bus, "DocumentId"),
             reason=_text(bus, "BussinessDocReason"),
+            added=tuple(dict.fromkeys(added)),
+            removed=tuple(dict.fromkeys(removed)),
+            replacements=replacements,
         )
         staff = _text(bus.find(q("StaffInfo")), "Staff")
     return Packet(

@@ -31,10 +31,10 @@ def test_valid_samples_are_accepted(schemas, name):
 def test_invalid_samples_are_refused_for_their_reason(schemas, name):
     expected = MANIFEST[name]
     data = (DATA / "invalid" / name).read_bytes()
-    with pytest.raises(errors.PacketError) as caught:
+    with pytest.raises((errors.PacketError, errors.StatusReasonRequired)) as caught:
         read_packet(data, schemas, LIMITS)
     assert caught.value.code == expected["code"], caught.value.message
-    if expected["code"] == "Client.Packet.SchemaInvalid":
+    if expected["code"] in ("Client.Packet.SchemaInvalid", "Client.Status.ReasonRequired"):
         assert caught.value.fields["element"] == expected["element"]
         assert expected["element"] in caught.value.message
         assert caught.value.fields.get("line"), "the fault must say which line"
