@@ -209,6 +209,8 @@ class Packet(Base):
     seal_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     #: accepted with RSA-SHA1/SHA-1 because the operator enabled it
     legacy_sha1: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: for a recall, update or replace: the earlier document it changes (its successors point here)
+    origin_packet_id: Mapped[int | None] = mapped_column(ForeignKey("packets.id"))
 
     __table_args__ = (
         # The same bytes from the same sender are the same packet: a resend returns the first docId.
@@ -224,6 +226,10 @@ class Packet(Base):
         ),
         Index("ix_packets_sender_type_created", "sender_code", "message_type", "created_at"),
         Index("ix_packets_sender_document_id", "sender_code", "document_id"),
+        # newest first per sender (getSentEdocList) without sorting the sender's whole history
+        Index("ix_packets_sender_id", "sender_code", "id"),
+        Index("ix_packets_answers", "answers_packet_id", "sender_code"),
+        Index("ix_packets_origin", "origin_packet_id"),
     )
 
 
@@ -245,10 +251,46 @@ class Delivery(Base):
     acked_by: Mapped[str | None] = mapped_column(String(64))
     business_status: Mapped[str | None] = mapped_column(String(2))
     business_status_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: who sent the latest business status (StaffInfo/Staff)
+    business_status_staff: Mapped[str | None] = mapped_column(String(100))
+    #: the first status telling the sender the recipient has it (01–06 or 02): the same-day rule
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: when that answer is due: the end of the working day of delivery (None: no answer expected)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: recall/update/replace: "recall-requested", "recalled", "recall-refused", "update-requested", …
+    lifecycle: Mapped[str | None] = mapped_column(String(20))
+    lifecycle_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    #: the docId of the recall/update/replace packet (or status 13) that asked
+    lifecycle_doc_id: Mapped[str | None] = mapped_column(String(36))
 
     packet: Mapped[Packet] = relationship(lazy="joined", innerjoin=True)
 
     __table_args__ = (
         UniqueConstraint("packet_id", "recipient_code"),
         Index("ix_deliveries_inbox", "recipient_code", "message_type", "state", "id"),
+        Index("ix_deliveries_type_created", "message_type", "created_at"),
     )
+
+
+class Event(Base):
+    """One step in a document's life (its trace): accepted, delivered, acknowledged, a business status,
+    a recall/update/replace request. ``recipient_code`` is None for what concerns every recipient."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    packet_id: Mapped[int] = mapped_column(ForeignKey("packets.id"))
+    recipient_code: Mapped[str | None] = mapped_column(String(64))
+    #: accepted, delivered, acknowledged, status, recall-requested, update-requested, replace-requested
+    kind: Mapped[str] = mapped_column(String(24))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    #: the agency and system that acted
+    agency_code: Mapped[str | None] = mapped_column(String(64))
+    system_id: Mapped[str | None] = mapped_column(String(64))
+    staff: Mapped[str | None] = mapped_column(String(100))
+    status_code: Mapped[str | None] = mapped_column(String(12))
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: the packet that caused it (a status, a recall/update/replace document)
+    related_doc_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (Index("ix_events_packet", "packet_id", "id"),)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Select, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Row, Select, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, undefer
 
+from gateway.core.lifecycle import Original
 from gateway.core.routing import AgencyState
-from gateway.store.models import Agency, AgencyCertificate, Delivery, Packet, System, SystemAgency
+from gateway.store.models import Agency, AgencyCertificate, Delivery, Event, Packet, System, SystemAgency
 
 INBOX_STATES = ("pending", "fetched", "processing", "fail")
 
@@ -128,6 +130,31 @@ def inbox(
     return session.scalars(stmt.order_by(Delivery.id).limit(limit)).all()
 
 
+#: what a sender's view shows of each delivery (getSentEdocList, getTrace): columns, no ORM objects
+_SENT_COLUMNS = (
+    Packet.doc_id,
+    Packet.sender_code,
+    Packet.document_id,
+    Packet.subject,
+    Packet.status_code,
+    Delivery.message_type,
+    Delivery.recipient_code,
+    Delivery.created_at,
+    Delivery.fetched_at,
+    Delivery.acked_at,
+    Delivery.state,
+    Delivery.fail_reason,
+    Delivery.business_status,
+    Delivery.business_status_at,
+    Delivery.business_status_staff,
+    Delivery.lifecycle,
+    Delivery.lifecycle_at,
+    Delivery.lifecycle_doc_id,
+    Delivery.due_at,
+    Delivery.answered_at,
+)
+
+
 def sent(
     session: Session,
     senders: Iterable[str],
@@ -137,29 +164,51 @@ def sent(
     start: dt.datetime | None,
     end: dt.datetime | None,
     limit: int,
-) -> Sequence[Delivery]:
-    """Deliveries of packets sent by ``senders``, newest packet first, recipients in delivery order."""
-    stmt = select(Delivery).join(Delivery.packet).where(Packet.sender_code.in_(list(senders)))
+    before: int | None = None,
+) -> Sequence[Row]:
+    """Deliveries of the newest ``limit`` packets sent by ``senders`` (before packet id ``before``), newest
+    packet first, recipients in delivery order. Two index walks: the packet ids, then their deliveries."""
+    ids = select(Packet.id).where(Packet.sender_code.in_(list(senders)))
     if doc_id is not None:
-        stmt = stmt.where(Packet.doc_id == doc_id)
+        ids = ids.where(Packet.doc_id == doc_id)
     if message_type is not None:
-        stmt = stmt.where(Packet.message_type == message_type)
-    stmt = _date_range(stmt, Packet.created_at, start, end)
-    return session.scalars(stmt.order_by(Packet.id.desc(), Delivery.id).limit(limit)).all()
+        ids = ids.where(Packet.message_type == message_type)
+    if before is not None:
+        ids = ids.where(Packet.id < before)
+    ids = _date_range(ids, Packet.created_at, start, end)
+    packet_ids = list(session.scalars(ids.order_by(Packet.id.desc()).limit(limit)))
+    return delivery_rows(session, packet_ids)
 
 
-def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime) -> None:
-    """First fetch of these deliveries: record the time, and pending becomes fetched (one statement)."""
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.fetched_at.is_(None))
-            .values(
-                fetched_at=now,
-                state=case((Delivery.state == "pending", "fetched"), else_=Delivery.state),
-            )
-            .execution_options(synchronize_session=False)
+def delivery_rows(
+    session: Session, packet_ids: Sequence[int], recipients: Iterable[str] | None = None
+) -> Sequence[Row]:
+    """The sender's view of these packets' deliveries (to ``recipients`` only, if given)."""
+    if not packet_ids:
+        return []
+    stmt = select(*_SENT_COLUMNS).join(Delivery.packet).where(Delivery.packet_id.in_(list(packet_ids)))
+    if recipients is not None:
+        stmt = stmt.where(Delivery.recipient_code.in_(list(recipients)))
+    return session.execute(stmt.order_by(Delivery.packet_id.desc(), Delivery.id)).all()
+
+
+def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime, due: dt.datetime) -> list[str]:
+    """First fetch of these deliveries: record the time, pending becomes fetched, and a document's answer
+    is now due at ``due`` (one statement). Returns the recipients whose copy this call marked."""
+    if not ids:
+        return []
+    rows = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.fetched_at.is_(None))
+        .values(
+            fetched_at=now,
+            state=case((Delivery.state == "pending", "fetched"), else_=Delivery.state),
+            due_at=case((Delivery.due_at.is_not(None), due), else_=None),
         )
+        .returning(Delivery.recipient_code)
+        .execution_options(synchronize_session=False)
+    )
+    return [r[0] for r in rows]
 
 
 # --- the hot path: prepared column queries, no ORM objects (sendEdoc runs these on every packet) ---------
@@ -221,9 +270,15 @@ def other_document_digests(session: Session, sender: str, document_id: str) -> l
 
 
 def insert_packet(
-    session: Session, values: dict, recipients: Sequence[str], message_type: str, now: dt.datetime
+    session: Session,
+    values: dict,
+    recipients: Sequence[str],
+    message_type: str,
+    now: dt.datetime,
+    due: dt.datetime | None = None,
 ) -> int:
-    """The packet row and one delivery per recipient, as two statements."""
+    """The packet row and one delivery per recipient, as two statements. ``due``: when the recipients'
+    receipt (01/03) is due, for a document."""
     packet_id = session.execute(_INSERT_PACKET, values).scalar_one()
     session.execute(
         _INSERT_DELIVERY,
@@ -234,8 +289,194 @@ def insert_packet(
                 "message_type": message_type,
                 "state": "pending",
                 "created_at": now,
+                "due_at": due,
             }
             for r in recipients
         ],
     )
     return packet_id
+
+
+# --- the document's life --------------------------------------------------------------------------------
+
+
+def originals(session: Session, sender: str, document_ids: Iterable[str]) -> dict[str, Original]:
+    """The newest document (new, update or replace) of ``sender`` with each DocumentId, with its recipients'
+    lifecycle states. Its deliveries are locked until the commit (FOR UPDATE), so two requests or answers
+    about the same document cannot interleave."""
+    out: dict[str, Original] = {}
+    for document_id in dict.fromkeys(document_ids):
+        row = session.execute(
+            select(Packet.id, Packet.doc_id)
+            .where(
+                Packet.sender_code == sender,
+                Packet.document_id == document_id,
+                Packet.message_type == "edoc",
+                Packet.business_doc_type != 1,
+            )
+            .order_by(Packet.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            continue
+        deliveries = session.execute(
+            select(Delivery.recipient_code, Delivery.lifecycle)
+            .where(Delivery.packet_id == row[0])
+            .order_by(Delivery.id)
+            .with_for_update()
+        ).all()
+        out[document_id] = Original(row[0], row[1], document_id, {r: state for r, state in deliveries})
+    return out
+
+
+def delivery(session: Session, packet_id: int, recipient: str, *, lock: bool = False) -> Delivery | None:
+    stmt = select(Delivery).where(Delivery.packet_id == packet_id, Delivery.recipient_code == recipient)
+    if lock:
+        stmt = stmt.with_for_update(of=Delivery)
+    return session.scalars(stmt).first()
+
+
+def statuses_sent(session: Session, packet_id: int, recipient: str) -> dict[str, str]:
+    """Status code → docId (the first) of the statuses ``recipient`` sent about packet ``packet_id``."""
+    rows = session.execute(
+        select(Packet.status_code, Packet.doc_id)
+        .where(
+            Packet.answers_packet_id == packet_id,
+            Packet.sender_code == recipient,
+            Packet.message_type == "status",
+        )
+        .order_by(Packet.id)
+    )
+    out: dict[str, str] = {}
+    for code, doc_id in rows:
+        out.setdefault(code, doc_id)
+    return out
+
+
+def lifecycle_target(session: Session, sender: str, document_id: str, recipient: str) -> Delivery | None:
+    """The copy a 15/16 from ``recipient`` answers: among the documents of ``sender`` with this DocumentId
+    and the earlier documents they recall, update or replace, the one with the newest request (locked)."""
+    packets = select(Packet.id, Packet.origin_packet_id).where(
+        Packet.sender_code == sender, Packet.document_id == document_id, Packet.message_type == "edoc"
+    )
+    ids: set[int] = set()
+    for pid, origin in session.execute(packets):
+        ids.add(pid)
+        if origin is not None:
+            ids.add(origin)
+    if not ids:
+        return None
+    return session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.packet_id.in_(sorted(ids)),
+            Delivery.recipient_code == recipient,
+            Delivery.lifecycle.is_not(None),
+        )
+        .order_by(Delivery.lifecycle_at.desc(), Delivery.id.desc())
+        .limit(1)
+        .with_for_update(of=Delivery)
+    ).first()
+
+
+def set_lifecycle(
+    session: Session, targets: Sequence[tuple[int, str]], state: str, doc_id: str, now: dt.datetime
+) -> None:
+    for packet_id, recipient in targets:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.packet_id == packet_id, Delivery.recipient_code == recipient)
+            .values(lifecycle=state, lifecycle_at=now, lifecycle_doc_id=doc_id)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def lock_recipients(session: Session, recipients: Iterable[str]) -> None:
+    """Hold each recipient's queue until the commit (PostgreSQL), so deliveries get their ids in the order
+    they are committed: a recipient never sees a later packet before an earlier one. SQLite already
+    serializes writers (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted(
+        {int.from_bytes(hashlib.sha256(r.encode()).digest()[:8], "big", signed=True) for r in recipients}
+    )
+    if keys:
+        session.execute(
+            text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+            ),
+            {"keys": keys},
+        )
+
+
+_INSERT_EVENT = insert(Event)
+
+
+def add_events(session: Session, rows: Sequence[dict]) -> None:
+    """Append trace events (each a dict of :class:`Event` columns; missing ones are None)."""
+    if rows:
+        columns = (
+            "recipient_code",
+            "agency_code",
+            "system_id",
+            "staff",
+            "status_code",
+            "detail",
+            "related_doc_id",
+        )
+        session.execute(_INSERT_EVENT, [{**dict.fromkeys(columns), **row} for row in rows])
+
+
+def events_of(session: Session, packet_id: int, recipients: Iterable[str] | None) -> Sequence[Event]:
+    """A packet's events in order; with ``recipients``, only theirs and those concerning every recipient."""
+    stmt = select(Event).where(Event.packet_id == packet_id)
+    if recipients is not None:
+        stmt = stmt.where(or_(Event.recipient_code.is_(None), Event.recipient_code.in_(list(recipients))))
+    return session.scalars(stmt.order_by(Event.id)).all()
+
+
+def doc_id_of(session: Session, packet_id: int | None) -> str | None:
+    if packet_id is None:
+        return None
+    return session.scalar(select(Packet.doc_id).where(Packet.id == packet_id))
+
+
+def successors(session: Session, packet_id: int, recipients: Iterable[str] | None) -> list[str]:
+    """DocIds of the recalls, updates and replaces of a packet (only those delivered to ``recipients``)."""
+    stmt = select(Packet.doc_id).where(Packet.origin_packet_id == packet_id)
+    if recipients is not None:
+        stmt = stmt.where(
+            Packet.id.in_(select(Delivery.packet_id).where(Delivery.recipient_code.in_(list(recipients))))
+        )
+    return list(session.scalars(stmt.order_by(Packet.id)))
+
+
+def overdue(
+    session: Session,
+    senders: Iterable[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    limit: int,
+) -> Sequence[Delivery]:
+    """Document deliveries accepted in [start, end) that missed the same-day rule: still unanswered after
+    their due time, or answered after it. Recalls and recalled copies do not count."""
+    stmt = (
+        select(Delivery)
+        .join(Delivery.packet)
+        .where(
+            Delivery.message_type == "edoc",
+            Delivery.created_at >= start,
+            Delivery.created_at < end,
+            Delivery.due_at.is_not(None),
+            or_(
+                (Delivery.answered_at.is_(None)) & (Delivery.due_at < now),
+                Delivery.answered_at > Delivery.due_at,
+            ),
+            or_(Delivery.lifecycle.is_(None), Delivery.lifecycle != "recalled"),
+        )
+    )
+    if senders is not None:
+        stmt = stmt.where(Packet.sender_code.in_(list(senders)))
+    return session.scalars(stmt.order_by(Delivery.id).limit(limit)).all()
