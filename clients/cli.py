@@ -21,6 +21,7 @@ from rich.table import Table
 
 from gateway import errors
 from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
+from lienthong_client.render import print_overdue, print_trace
 from lienthong_client.seals import SealChecker, SealRejected, Signer
 from lienthong_client.sync import store_packet, sync
 from lienthong_client.wsse import UntrustedAnswer
@@ -32,6 +33,32 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
+
+
+def trace_json(t: Any) -> dict[str, Any]:
+    """getTrace's answer as plain JSON-ready data (what ``trace --json`` prints)."""
+    sent_fields = (
+        "recipient", "transportState", "deliveredAt", "acknowledgedAt", "failReason", "businessStatus",
+        "businessStatusAt", "businessStatusStaff", "lifecycle", "lifecycleAt", "lifecycleDocId", "dueAt",
+        "answeredAt",
+    )  # fmt: skip
+    event_fields = ("at", "kind", "recipient", "agency", "system", "staff", "code", "detail", "relatedDocId")
+    return {
+        "docId": t.docId,
+        "messageType": t.messageType,
+        "from": getattr(t, "from"),
+        "senderSystem": t.senderSystem,
+        "documentId": t.documentId,
+        "subject": t.subject,
+        "statusCode": t.statusCode,
+        "businessDocType": t.businessDocType,
+        "acceptedAt": _iso(t.acceptedAt),
+        "originDocId": t.originDocId,
+        "answersDocId": t.answersDocId,
+        "successors": list(t.successors),
+        "recipients": [{f: _iso(getattr(r, f)) for f in sent_fields} for r in t.recipients],
+        "events": [{f: _iso(getattr(e, f)) for f in event_fields} for e in t.events],
+    }
 
 
 def _date(text: str) -> dt.date:
@@ -146,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--doc-id")
     s.add_argument("--status", action="store_true", help="list sent status packets instead of documents")
     s.add_argument("--all", action="store_true", help="documents and statuses")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("trace", help="the life of one packet: recipients' states and every event")
+    s.add_argument("doc_id", metavar="DOCID")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("overdue", help="recipients of my documents that missed the same-day rule")
+    s.add_argument("--from", dest="from_date", type=_date, metavar="YYYY-MM-DD")
+    s.add_argument("--to", dest="to_date", type=_date, metavar="YYYY-MM-DD")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("agencies", help="the directory of agencies")
@@ -300,6 +336,9 @@ def run(args: argparse.Namespace) -> int:
                 "failReason": i.failReason,
                 "businessStatus": i.businessStatus,
                 "businessStatusAt": _iso(i.businessStatusAt),
+                "businessStatusStaff": i.businessStatusStaff,
+                "lifecycle": i.lifecycle,
+                "lifecycleDocId": i.lifecycleDocId,
             }
             for i in items
         ]
@@ -308,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _table(
                 "sent packets",
-                ["docId", "recipient", "state", "delivered", "status", "status at"],
+                ["docId", "recipient", "state", "delivered", "status", "status at", "recall/update"],
                 [
                     [
                         r["docId"],
@@ -317,10 +356,39 @@ def run(args: argparse.Namespace) -> int:
                         r["deliveredAt"],
                         r["businessStatus"],
                         r["businessStatusAt"],
+                        r["lifecycle"],
                     ]
                     for r in rows
                 ],
             )
+        return 0
+    if args.command == "trace":
+        t = trace_json(client.trace(args.doc_id))
+        if args.json:
+            print(json.dumps(t, ensure_ascii=False, indent=2))
+        else:
+            print_trace(out, t)
+        return 0
+    if args.command == "overdue":
+        rows = [
+            {
+                "docId": i.docId,
+                "documentId": i.documentId,
+                "subject": i.subject,
+                "from": getattr(i, "from"),
+                "recipient": i.recipient,
+                "acceptedAt": _iso(i.acceptedAt),
+                "deliveredAt": _iso(i.deliveredAt),
+                "dueAt": _iso(i.dueAt),
+                "answeredAt": _iso(i.answeredAt),
+                "businessStatus": i.businessStatus,
+            }
+            for i in client.overdue(args.from_date, args.to_date)
+        ]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            print_overdue(out, rows)
         return 0
     if args.command == "agencies":
         items = client.agencies(args.filter)

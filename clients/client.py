@@ -221,12 +221,34 @@ class LienthongClient:
         message_type: str | None = None,
         from_date: dt.date | None = None,
         to_date: dt.date | None = None,
+        limit: int | None = None,
+        before_doc_id: str | None = None,
     ) -> list[Any]:
-        """getSentEdocList: one entry per recipient of the caller's sent packets, newest first."""
+        """getSentEdocList: one entry per recipient of the caller's sent packets, newest first; ``limit``
+        packets per page (gateway default 50), the next page with ``before_doc_id`` = the last docId."""
         result = self._call(
-            "getSentEdocList", docId=doc_id, messageType=message_type, fromDate=from_date, toDate=to_date
+            "getSentEdocList",
+            docId=doc_id,
+            messageType=message_type,
+            fromDate=from_date,
+            toDate=to_date,
+            limit=limit,
+            beforeDocId=before_doc_id,
         )
         return _items(result, "SentEdoc")
+
+    def trace(self, doc_id: str) -> Any:
+        """getTrace: the packet's life (recipients' states and events, oldest first) as this caller may
+        see it."""
+        result = self._call("getTrace", docId=doc_id)
+        result.successors = _items(result.successors, "docId")
+        result.recipients = _items(result.recipients, "SentEdoc")
+        result.events = _items(result.events, "TraceEvent")
+        return result
+
+    def overdue(self, from_date: dt.date | None = None, to_date: dt.date | None = None) -> list[Any]:
+        """getOverdueList: recipients of the caller's documents that missed the same-day rule."""
+        return _items(self._call("getOverdueList", fromDate=from_date, toDate=to_date), "OverdueEdoc")
 
     def agencies(self, text_filter: str | None = None) -> list[Any]:
         result = self._call("getAgenciesList", filter=text_filter)

@@ -63,8 +63,15 @@ def build_document(
     refers_to: str | None = None,
     reason: str | None = None,
     now: dt.datetime | None = None,
+    added_receivers: Sequence[str] = (),
+    removed_receivers: Sequence[str] = (),
+    replacements: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> bytes:
-    """A document packet. ``attachments`` are (file name, content type, bytes)."""
+    """A document packet. ``attachments`` are (file name, content type, bytes).
+
+    For a recall (``business_doc_type`` 1), update (2) or replace (3), ``refers_to`` is the earlier
+    document's DocumentId; an update lists the receivers it adds or removes (ReceiverList), a replace the
+    earlier documents it replaces and for whom, as (DocumentId, OrganIds) (ReplacementInfoList)."""
     now = (now or dt.datetime.now(VN)).astimezone(VN)
     date = date or now.date()
     root, envelope, header = _skeleton()
@@ -91,6 +98,24 @@ def build_document(
         _el(business, "DocumentId", refers_to)
     if reason:
         _el(business, "BussinessDocReason", reason)
+    if added_receivers or removed_receivers:
+        info = _el(business, "BussinessDocumentInfo")
+        _el(info, "DocumentReceiver", "1")
+        receivers = _el(info, "ReceiverList")
+        for organ, receiver_type in [(o, "1") for o in added_receivers] + [
+            (o, "0") for o in removed_receivers
+        ]:
+            receiver = _el(receivers, "Receiver")
+            _el(receiver, "OrganId", organ)
+            _el(receiver, "ReceiverType", receiver_type)
+    if replacements:
+        replacement_list = _el(business, "ReplacementInfoList")
+        for replaced, organs in replacements:
+            info = _el(replacement_list, "ReplacementInfo")
+            _el(info, "DocumentId", replaced)
+            organ_list = _el(info, "OrganIdList")
+            for organ in organs:
+                _el(organ_list, "OrganId", organ)
     if attachments:
         body = _el(envelope, "edXMLBody")
         manifest = _el(body, "edXMLManifest")

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -28,22 +28,40 @@ from sqlalchemy.orm import Session
 
 from gateway import errors
 from gateway.config import DEFAULT_TIMEZONE
-from gateway.core import routing
+from gateway.core import lifecycle, routing
 from gateway.core.credentials import UsernameToken, check_secret
-from gateway.core.packet import EDOC, MESSAGE_TYPES, STATUS, Limits, SchemaSet, check_packet, packet_fields
-from gateway.core.routing import Identity
+from gateway.core.packet import (
+    EDOC,
+    MESSAGE_TYPES,
+    RECALL,
+    STATUS,
+    Limits,
+    SchemaSet,
+    check_packet,
+    packet_fields,
+)
+from gateway.core.packet import (
+    Packet as PacketFields,
+)
+from gateway.core.routing import Identity, Route
 from gateway.core.seal import KeyCache, SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
 from gateway.core.trust import TrustStore
+from gateway.core.workdays import WorkingCalendar
 from gateway.core.wssec import VerifiedEnvelope
 from gateway.store import repo
 from gateway.store.db import Database
-from gateway.store.models import Agency, Delivery, Packet, ReplayRecord, System, SystemCertificate
+from gateway.store.models import Agency, Delivery, Event, Packet, ReplayRecord, System, SystemCertificate
 
 log = logging.getLogger("lienthong.axis")
 
 TRANSPORT_STATUSES = ("processing", "done", "fail")
 MAX_REASON = 500
 LIST_LIMIT = 1000
+#: getSentEdocList pages: packets per page by default, and at most
+SENT_PAGE = 50
+SENT_PAGE_MAX = 1000
+#: the overdue report looks this many days back unless given dates
+OVERDUE_DAYS = 30
 
 
 def utcnow() -> dt.datetime:
@@ -73,6 +91,8 @@ class InboxItem:
     status_code: str | None
     created_at: dt.datetime
     transport_state: str
+    lifecycle: str | None = None
+    lifecycle_doc_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +119,93 @@ class SentItem:
     fail_reason: str | None
     business_status: str | None
     business_status_at: dt.datetime | None
+    business_status_staff: str | None = None
+    #: recall/update/replace state of this recipient's copy (see :mod:`gateway.core.lifecycle`)
+    lifecycle: str | None = None
+    lifecycle_at: dt.datetime | None = None
+    lifecycle_doc_id: str | None = None
+    #: when the recipient's receipt (01/03) is due, and when it came
+    due_at: dt.datetime | None = None
+    answered_at: dt.datetime | None = None
+
+
+def _sent_item(d) -> SentItem:  # type: ignore[no-untyped-def]
+    """A row of :func:`gateway.store.repo.delivery_rows` as the sender's view of one recipient."""
+    return SentItem(
+        doc_id=d.doc_id,
+        message_type=d.message_type,
+        sender=d.sender_code,
+        document_id=d.document_id,
+        subject=d.subject,
+        status_code=d.status_code,
+        recipient=d.recipient_code,
+        accepted_at=d.created_at,
+        delivered_at=d.fetched_at,
+        acknowledged_at=d.acked_at,
+        transport_state=d.state,
+        fail_reason=d.fail_reason,
+        business_status=d.business_status,
+        business_status_at=d.business_status_at,
+        business_status_staff=d.business_status_staff,
+        lifecycle=d.lifecycle,
+        lifecycle_at=d.lifecycle_at,
+        lifecycle_doc_id=d.lifecycle_doc_id,
+        due_at=d.due_at,
+        answered_at=d.answered_at,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceEvent:
+    at: dt.datetime
+    kind: str
+    recipient: str | None
+    agency: str | None
+    system: str | None
+    staff: str | None
+    code: str | None
+    detail: str | None
+    related_doc_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """A packet's whole life as the caller may see it: the sender sees every recipient, a recipient its own
+    part only."""
+
+    doc_id: str
+    message_type: str
+    sender: str
+    sender_system: str
+    document_id: str | None
+    subject: str | None
+    status_code: str | None
+    business_doc_type: int
+    accepted_at: dt.datetime
+    #: the earlier document this one recalls, updates or replaces, and the packets that did so to this one
+    origin_doc_id: str | None
+    successors: tuple[str, ...]
+    #: for a status: the document it answers
+    answers_doc_id: str | None
+    recipients: tuple[SentItem, ...]
+    events: tuple[TraceEvent, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class OverdueItem:
+    """A recipient that did not confirm receipt (01/03) by the end of the working day of delivery."""
+
+    doc_id: str
+    document_id: str | None
+    subject: str | None
+    sender: str
+    recipient: str
+    accepted_at: dt.datetime
+    delivered_at: dt.datetime | None
+    due_at: dt.datetime
+    #: when it answered after all (None: still unanswered), with what
+    answered_at: dt.datetime | None
+    business_status: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +237,18 @@ class SealSettings:
     policy: SealPolicy = dataclasses.field(default_factory=SealPolicy)
     subject_attribute: str | None = None
     keys: KeyCache = dataclasses.field(default_factory=KeyCache)
+
+
+@dataclasses.dataclass
+class _Step:
+    """What a packet does besides being stored: where it goes and what it changes in earlier records."""
+
+    route: Route
+    #: (docId, message type, recipients) of an earlier packet this one repeats: nothing is stored
+    duplicate_of: tuple[str, str, tuple[str, ...]] | None = None
+    origin_packet_id: int | None = None
+    #: applied after the packet's row exists; returns the trace events it adds
+    apply: Callable[[Session, str, dt.datetime, dict], list[dict]] = lambda *_: []
 
 
 # --- identity -------------------------------------------------------------------------------------------
@@ -261,11 +380,13 @@ class Axis:
         clock: Callable[[], dt.datetime] = utcnow,
         seals: SealSettings | None = None,
         replay_margin: dt.timedelta = dt.timedelta(minutes=5),
+        calendar: WorkingCalendar | None = None,
     ) -> None:
         self.db = db
         self.schemas = schemas
         self.limits = Limits(max_packet_bytes=max_packet_bytes)
         self.tz = ZoneInfo(timezone)
+        self.calendar = calendar or WorkingCalendar(timezone)
         self.authenticator = authenticator or SystemAuthenticator(clock)
         self.clock = clock
         self.replay_margin = replay_margin
@@ -365,26 +486,19 @@ class Axis:
                     tuple(repo.recipients_of(session, earlier_id)),
                     duplicate=True,
                 )
-            answered: Delivery | None = None
             if packet.is_status:
-                rf = packet.response_for[0]
-                answered = repo.delivery_of_document(
-                    session, sender=rf.organ_id, document_id=rf.document_id, recipient=packet.from_organ
-                )
-                route = routing.route_status(
-                    packet,
-                    identity,
-                    answered.packet_id if answered else None,
-                    repo.agency_states(session, [rf.organ_id]).get(rf.organ_id),
-                )
+                step = self._status_step(session, packet, identity)
             else:
-                route = routing.route_document(
-                    packet, identity, repo.agency_states(session, packet.to_organs)
-                )
-                self._check_document_id(session, packet)
+                step = self._document_step(session, packet, identity)
+            if step.duplicate_of is not None:
+                doc_id, kind, recipients = step.duplicate_of
+                return SendOutcome(doc_id, kind, recipients, duplicate=True)
+            route = step.route
+            repo.lock_recipients(session, route.recipients)
             now = self.clock()
             doc_id = str(uuid.uuid4())
-            repo.insert_packet(
+            expects_receipt = not packet.is_status and packet.business.doc_type != RECALL
+            packet_id = repo.insert_packet(
                 session,
                 {
                     "doc_id": doc_id,
@@ -400,6 +514,7 @@ class Axis:
                     "status_code": packet.status_code,
                     "description": packet.description,
                     "answers_packet_id": route.answers_packet,
+                    "origin_packet_id": step.origin_packet_id,
                     "sha256": packet.sha256,
                     "size": packet.size,
                     "content": bytes(data),
@@ -415,10 +530,21 @@ class Axis:
                 route.recipients,
                 packet.kind,
                 now,
+                self.calendar.deadline(now) if expects_receipt else None,
             )
-            if answered is not None:
-                answered.business_status = packet.status_code
-                answered.business_status_at = now
+            actor = {"agency_code": packet.from_organ, "system_id": identity.system_id, "at": now}
+            events = [
+                {
+                    **actor,
+                    "packet_id": packet_id,
+                    "kind": "accepted",
+                    "staff": packet.staff,
+                    "status_code": packet.status_code,
+                    "detail": f"for {routing.listing(list(route.recipients))}",
+                }
+            ]
+            events += step.apply(session, doc_id, now, actor)
+            repo.add_events(session, events)
             session.commit()
             return SendOutcome(doc_id, packet.kind, route.recipients)
 
@@ -436,6 +562,139 @@ class Axis:
         if seal is not None and seal.legacy_sha1:
             log.warning("packet %s accepted with a SHA-1 seal (operator-enabled legacy)", outcome.doc_id)
         return outcome
+
+    def _document_step(self, session: Session, packet: PacketFields, identity: Identity) -> _Step:
+        """A document: its recipients; for a recall, update or replace, the earlier copies it asks about."""
+        route = routing.route_document(packet, identity, repo.agency_states(session, packet.to_organs))
+        self._check_document_id(session, packet)
+        if packet.business.doc_type not in lifecycle.KINDS:
+            return _Step(route)
+        refs = lifecycle.references(packet)
+        plan = lifecycle.plan_successor(packet, repo.originals(session, packet.from_organ, refs))
+        extra = [r for r in plan.recipients if r not in packet.to_organs]
+        if extra:  # original recipients a recall reaches, or those an update removes: still in the directory?
+            states = repo.agency_states(session, extra)
+            inactive = [r for r in extra if r in states and not states[r].active]
+            plan_recipients = tuple(r for r in plan.recipients if r not in inactive)
+        else:
+            plan_recipients = plan.recipients
+
+        def apply(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+            repo.set_lifecycle(session, plan.targets, lifecycle.requested(plan.kind), doc_id, now)
+            return [
+                {
+                    **actor,
+                    "packet_id": packet_id,
+                    "recipient_code": recipient,
+                    "kind": lifecycle.requested(plan.kind),
+                    "staff": packet.staff,
+                    "detail": packet.business.reason,
+                    "related_doc_id": doc_id,
+                }
+                for packet_id, recipient in plan.targets
+            ]
+
+        return _Step(Route(plan_recipients), origin_packet_id=plan.origin.packet_id, apply=apply)
+
+    def _status_step(self, session: Session, packet: PacketFields, identity: Identity) -> _Step:
+        """A status: the rules of :mod:`gateway.core.lifecycle`, and what it changes once stored."""
+        rf = packet.response_for[0]
+        code = packet.status_code or ""
+        routing.check_sender(packet, identity)
+        if code == lifecycle.RECALL_REQUEST:
+            lifecycle.check_recall_sender(packet)
+            original = repo.originals(session, rf.organ_id, [rf.document_id]).get(rf.document_id)
+            if original is None:
+                raise errors.UnknownOriginal(
+                    f"agency {rf.organ_id} sent no document with DocumentId {rf.document_id!r} through this "
+                    f"gateway; status 13 must recall one of its own documents",
+                    document_id=rf.document_id,
+                )
+            earlier = repo.statuses_sent(session, original.packet_id, packet.from_organ).get(code)
+            if earlier is not None:
+                first = repo.packet_by_doc_id(session, earlier)
+                assert first is not None
+                return _Step(
+                    Route(()), duplicate_of=(earlier, STATUS, tuple(repo.recipients_of(session, first.id)))
+                )
+            states = repo.agency_states(session, list(original.recipients))
+            recipients = tuple(r for r in original.recipients if r in states and states[r].active)
+            targets = tuple(
+                (original.packet_id, r) for r in recipients if original.recipients[r] != "recalled"
+            )
+
+            def recall(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+                repo.set_lifecycle(session, targets, lifecycle.requested("recall"), doc_id, now)
+                return [
+                    {
+                        **actor,
+                        "packet_id": packet_id,
+                        "recipient_code": recipient,
+                        "kind": lifecycle.requested("recall"),
+                        "staff": packet.staff,
+                        "status_code": code,
+                        "detail": packet.description,
+                        "related_doc_id": doc_id,
+                    }
+                    for packet_id, recipient in targets
+                ]
+
+            return _Step(Route(recipients, answers_packet=original.packet_id), apply=recall)
+
+        if code in lifecycle.ANSWERS:
+            answered = repo.lifecycle_target(session, rf.organ_id, rf.document_id, packet.from_organ)
+            if answered is None:
+                answered = repo.delivery_of_document(
+                    session, sender=rf.organ_id, document_id=rf.document_id, recipient=packet.from_organ
+                )
+        else:
+            answered = repo.delivery_of_document(
+                session, sender=rf.organ_id, document_id=rf.document_id, recipient=packet.from_organ
+            )
+        route = routing.route_status(
+            packet,
+            identity,
+            answered.packet_id if answered else None,
+            repo.agency_states(session, [rf.organ_id]).get(rf.organ_id),
+        )
+        assert answered is not None  # route_status refused otherwise
+        answered = repo.delivery(session, answered.packet_id, packet.from_organ, lock=True) or answered
+        facts = lifecycle.RecipientFacts(
+            recipient=packet.from_organ,
+            document_id=rf.document_id,
+            fetched=answered.fetched_at is not None,
+            sent=repo.statuses_sent(session, answered.packet_id, packet.from_organ),
+            lifecycle=answered.lifecycle,
+        )
+        earlier = lifecycle.check_status(code, facts)
+        if earlier is not None:
+            return _Step(route, duplicate_of=(earlier, STATUS, route.recipients))
+        delivery = answered
+
+        def record(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+            delivery.business_status = code
+            delivery.business_status_at = now
+            delivery.business_status_staff = packet.staff
+            if code in lifecycle.ANSWERS:
+                kind, _phase = lifecycle.parse_state(delivery.lifecycle)
+                delivery.lifecycle = lifecycle.answered(kind or "recall", code)
+                delivery.lifecycle_at = now
+            elif delivery.answered_at is None and code in lifecycle.RECEIPT_CODES:
+                delivery.answered_at = now
+            return [
+                {
+                    **actor,
+                    "packet_id": delivery.packet_id,
+                    "recipient_code": packet.from_organ,
+                    "kind": "status",
+                    "staff": packet.staff,
+                    "status_code": code,
+                    "detail": packet.description,
+                    "related_doc_id": doc_id,
+                }
+            ]
+
+        return _Step(route, apply=record)
 
     @staticmethod
     def _check_document_id(session: Session, packet) -> None:  # type: ignore[no-untyped-def]
@@ -477,6 +736,8 @@ class Axis:
                     status_code=d.packet.status_code,
                     created_at=d.created_at,
                     transport_state=d.state,
+                    lifecycle=d.lifecycle,
+                    lifecycle_doc_id=d.lifecycle_doc_id,
                 )
                 for d in rows
             ]
@@ -491,10 +752,26 @@ class Axis:
             packet, mine = self._addressed(session, identity, doc_id, with_content=True)
             out = FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
             unfetched = [d.id for d in mine if d.fetched_at is None]
+            packet_id = packet.id
         if unfetched:
 
             def mark(session: Session) -> None:
-                repo.mark_fetched(session, unfetched, self.clock())
+                now = self.clock()
+                marked = repo.mark_fetched(session, unfetched, now, self.calendar.deadline(now))
+                repo.add_events(
+                    session,
+                    [
+                        {
+                            "packet_id": packet_id,
+                            "recipient_code": r,
+                            "kind": "delivered",
+                            "at": now,
+                            "agency_code": r,
+                            "system_id": identity.system_id,
+                        }
+                        for r in marked
+                    ],
+                )
                 session.commit()
 
             self.db.run(mark, write=True, retries=0)
@@ -542,8 +819,9 @@ class Axis:
 
         def operation(session: Session) -> tuple[str, ...]:
             identity = self.authenticator.authenticate(session, credentials)
-            _packet, mine = self._addressed(session, identity, doc_id, lock=True)
+            packet, mine = self._addressed(session, identity, doc_id, lock=True)
             now = self.clock()
+            events = []
             for delivery in mine:
                 if delivery.state == "done":
                     if status == "done":
@@ -558,6 +836,19 @@ class Axis:
                     delivery.acked_at = now
                     delivery.acked_by = identity.system_id
                 delivery.fail_reason = reason if status == "fail" else None
+                events.append(
+                    {
+                        "packet_id": packet.id,
+                        "recipient_code": delivery.recipient_code,
+                        "kind": "acknowledged",
+                        "at": now,
+                        "agency_code": delivery.recipient_code,
+                        "system_id": identity.system_id,
+                        "status_code": status,
+                        "detail": reason,
+                    }
+                )
+            repo.add_events(session, events)
             session.commit()
             return tuple(d.recipient_code for d in mine)
 
@@ -572,12 +863,32 @@ class Axis:
         message_type: str | None = None,
         from_date: dt.date | None = None,
         to_date: dt.date | None = None,
+        limit: int | None = None,
+        before_doc_id: str | None = None,
     ) -> list[SentItem]:
+        """The newest ``limit`` packets the caller's agencies sent (before ``before_doc_id``: the next page),
+        one entry per recipient."""
         if message_type:
             message_type = _message_type(message_type)
         start, end = self._day_range(from_date, to_date)
+        limit = SENT_PAGE if limit is None else limit
+        if not 1 <= limit <= SENT_PAGE_MAX:
+            raise errors.InvalidArgument(
+                f"limit is the number of packets per page, 1 to {SENT_PAGE_MAX}; got {limit}",
+                argument="limit",
+            )
         with self.db.unit_of_work() as session:
             identity = self.authenticator.authenticate(session, credentials)
+            before = None
+            if before_doc_id and before_doc_id.strip():
+                cursor = repo.packet_by_doc_id(session, before_doc_id.strip())
+                if cursor is None or not identity.may_act_for(cursor.sender_code):
+                    raise errors.InvalidArgument(
+                        f"beforeDocId {before_doc_id!r} is not a packet your agencies sent; pass the last docId "
+                        f"of the previous page",
+                        argument="beforeDocId",
+                    )
+                before = cursor.id
             rows = repo.sent(
                 session,
                 identity.agencies,
@@ -585,27 +896,52 @@ class Axis:
                 message_type=message_type or None,
                 start=start,
                 end=end,
-                limit=LIST_LIMIT,
+                limit=limit,
+                before=before,
             )
-            return [
-                SentItem(
-                    doc_id=d.packet.doc_id,
-                    message_type=d.message_type,
-                    sender=d.packet.sender_code,
-                    document_id=d.packet.document_id,
-                    subject=d.packet.subject,
-                    status_code=d.packet.status_code,
-                    recipient=d.recipient_code,
-                    accepted_at=d.created_at,
-                    delivered_at=d.fetched_at,
-                    acknowledged_at=d.acked_at,
-                    transport_state=d.state,
-                    fail_reason=d.fail_reason,
-                    business_status=d.business_status,
-                    business_status_at=d.business_status_at,
+            return [_sent_item(d) for d in rows]
+
+    # getTrace
+
+    def trace(self, credentials: object | None, doc_id: str) -> Trace:
+        """A packet's life: to its sender everything, to a recipient its own part only."""
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            doc_id = (doc_id or "").strip()
+            packet = repo.packet_by_doc_id(session, doc_id) if doc_id else None
+            if packet is None:
+                raise errors.UnknownDocId(f"no packet has docId {doc_id!r}", doc_id=doc_id)
+            if identity.may_act_for(packet.sender_code):
+                return build_trace(session, packet, None)
+            mine = repo.deliveries_for(session, packet.id, identity.agencies)
+            if not mine:
+                raise errors.NotAddressee(
+                    f"packet {doc_id} was neither sent by nor addressed to an agency of system "
+                    f"{identity.system_id}",
+                    doc_id=doc_id,
                 )
-                for d in rows
-            ]
+            return build_trace(session, packet, [d.recipient_code for d in mine])
+
+    # getOverdueList
+
+    def overdue_list(
+        self,
+        credentials: object | None,
+        from_date: dt.date | None = None,
+        to_date: dt.date | None = None,
+    ) -> list[OverdueItem]:
+        """The caller's own documents whose recipients missed the same-day rule."""
+        start, end = self._overdue_window(from_date, to_date)
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            return overdue_report(session, identity.agencies, start, end, self.clock())
+
+    def _overdue_window(
+        self, from_date: dt.date | None, to_date: dt.date | None
+    ) -> tuple[dt.datetime, dt.datetime]:
+        start, end = self._day_range(from_date, to_date)
+        now = self.clock()
+        return start or now - dt.timedelta(days=OVERDUE_DAYS), end or now
 
     # the directory
 
@@ -649,6 +985,69 @@ class Axis:
         start = dt.datetime.combine(from_date, dt.time(), self.tz) if from_date else None
         end = dt.datetime.combine(to_date + dt.timedelta(days=1), dt.time(), self.tz) if to_date else None
         return start, end
+
+
+def build_trace(session: Session, packet: Packet, recipients: list[str] | None) -> Trace:
+    """The trace of ``packet``; with ``recipients``, only their part (shared with ``lienthong trace``)."""
+    deliveries = repo.delivery_rows(session, [packet.id], recipients)
+    events = repo.events_of(session, packet.id, recipients)
+    return Trace(
+        doc_id=packet.doc_id,
+        message_type=packet.message_type,
+        sender=packet.sender_code,
+        sender_system=packet.sender_system,
+        document_id=packet.document_id,
+        subject=packet.subject,
+        status_code=packet.status_code,
+        business_doc_type=packet.business_doc_type,
+        accepted_at=packet.created_at,
+        origin_doc_id=repo.doc_id_of(session, packet.origin_packet_id),
+        successors=tuple(repo.successors(session, packet.id, recipients)),
+        answers_doc_id=repo.doc_id_of(session, packet.answers_packet_id),
+        recipients=tuple(_sent_item(d) for d in deliveries),
+        events=tuple(_trace_event(e) for e in events),
+    )
+
+
+def _trace_event(e: Event) -> TraceEvent:
+    return TraceEvent(
+        at=e.at,
+        kind=e.kind,
+        recipient=e.recipient_code,
+        agency=e.agency_code,
+        system=e.system_id,
+        staff=e.staff,
+        code=e.status_code,
+        detail=e.detail,
+        related_doc_id=e.related_doc_id,
+    )
+
+
+def overdue_report(
+    session: Session,
+    senders: Iterable[str] | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    limit: int = LIST_LIMIT,
+) -> list[OverdueItem]:
+    """Recipients that missed the same-day rule for documents accepted in [start, end) (every sender's
+    with ``senders`` None: the operator's report)."""
+    return [
+        OverdueItem(
+            doc_id=d.packet.doc_id,
+            document_id=d.packet.document_id,
+            subject=d.packet.subject,
+            sender=d.packet.sender_code,
+            recipient=d.recipient_code,
+            accepted_at=d.created_at,
+            delivered_at=d.fetched_at,
+            due_at=d.due_at,
+            answered_at=d.answered_at,
+            business_status=d.business_status,
+        )
+        for d in repo.overdue(session, senders, start, end, now, limit)
+    ]
 
 
 def _message_type(value: str | None) -> str:

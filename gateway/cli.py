@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
@@ -490,6 +491,117 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _sent_json(r) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "recipient": r.recipient,
+        "transportState": r.transport_state,
+        "deliveredAt": _iso(r.delivered_at),
+        "acknowledgedAt": _iso(r.acknowledged_at),
+        "failReason": r.fail_reason,
+        "businessStatus": r.business_status,
+        "businessStatusAt": _iso(r.business_status_at),
+        "businessStatusStaff": r.business_status_staff,
+        "lifecycle": r.lifecycle,
+        "lifecycleAt": _iso(r.lifecycle_at),
+        "lifecycleDocId": r.lifecycle_doc_id,
+        "dueAt": _iso(r.due_at),
+        "answeredAt": _iso(r.answered_at),
+    }
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Everything the gateway knows about one packet's life (the operator sees every recipient)."""
+    from gateway.axis import build_trace
+    from gateway.store import repo
+    from lienthong_client.render import print_trace
+
+    db = _db(_config(args))
+    with db.unit_of_work() as session:
+        packet = repo.packet_by_doc_id(session, args.doc_id.strip())
+        if packet is None:
+            raise errors.UsageError(f"no packet has docId {args.doc_id!r}")
+        t = build_trace(session, packet, None)
+    data = {
+        "docId": t.doc_id,
+        "messageType": t.message_type,
+        "from": t.sender,
+        "senderSystem": t.sender_system,
+        "documentId": t.document_id,
+        "subject": t.subject,
+        "statusCode": t.status_code,
+        "businessDocType": t.business_doc_type,
+        "acceptedAt": _iso(t.accepted_at),
+        "originDocId": t.origin_doc_id,
+        "answersDocId": t.answers_doc_id,
+        "successors": list(t.successors),
+        "recipients": [_sent_json(r) for r in t.recipients],
+        "events": [
+            {
+                "at": _iso(e.at),
+                "kind": e.kind,
+                "recipient": e.recipient,
+                "agency": e.agency,
+                "system": e.system,
+                "staff": e.staff,
+                "code": e.code,
+                "detail": e.detail,
+                "relatedDocId": e.related_doc_id,
+            }
+            for e in t.events
+        ],
+    }
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print_trace(out, data)
+    return 0
+
+
+def cmd_overdue(args: argparse.Namespace) -> int:
+    """Recipients that did not confirm receipt (01/03) by the end of the working day of delivery."""
+    from gateway.axis import OVERDUE_DAYS, overdue_report
+    from lienthong_client.render import print_overdue
+
+    config = _config(args)
+    tz = ZoneInfo(config.timezone)
+    now = _now()
+    start = (
+        dt.datetime.combine(args.from_date, dt.time(), tz)
+        if args.from_date
+        else now - dt.timedelta(days=OVERDUE_DAYS)
+    )
+    end = dt.datetime.combine(args.to_date + dt.timedelta(days=1), dt.time(), tz) if args.to_date else now
+    db = _db(config)
+    with db.unit_of_work() as session:
+        items = overdue_report(
+            session, [args.sender] if args.sender else None, start, end, now, limit=args.limit
+        )
+    rows = [
+        {
+            "docId": i.doc_id,
+            "documentId": i.document_id,
+            "subject": i.subject,
+            "from": i.sender,
+            "recipient": i.recipient,
+            "acceptedAt": _iso(i.accepted_at),
+            "deliveredAt": _iso(i.delivered_at),
+            "dueAt": _iso(i.due_at),
+            "answeredAt": _iso(i.answered_at),
+            "businessStatus": i.business_status,
+        }
+        for i in items
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        print_overdue(out, rows)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -641,6 +753,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-sha1", action="store_true", help="accept legacy RSA-SHA1 seals")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("trace", help="the life of one packet: every recipient's state and every event")
+    s.add_argument("doc_id", metavar="DOCID")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_trace)
+
+    s = sub.add_parser("overdue", help="recipients that missed the same-day rule (01/03 by end of day)")
+    s.add_argument(
+        "--from",
+        dest="from_date",
+        type=dt.date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="documents accepted from this day (default: the last 30 days)",
+    )
+    s.add_argument("--to", dest="to_date", type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    s.add_argument("--sender", metavar="AGENCY", help="only documents of this agency")
+    s.add_argument("--limit", type=int, default=10000)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_overdue)
 
     s = sub.add_parser("demo", help="run the whole exchange on a temporary gateway and show the result")
     s.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")

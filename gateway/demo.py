@@ -33,7 +33,14 @@ AGENCIES = [
     ("000.00.00.H41", "UBND tỉnh Nghệ An", "nghean-edoc"),
     ("000.00.00.H49", "UBND tỉnh Quảng Ninh", "quangninh-edoc"),
 ]
-STATUS_TEXT = {"01": "01 arrived", "02": "02 rejected", "03": "03 accepted (registered)"}
+STATUS_TEXT = {
+    "01": "01 arrived",
+    "02": "02 rejected",
+    "03": "03 accepted (registered)",
+    "13": "13 recall requested",
+    "15": "15 agreed to the recall",
+    "16": "16 refused the recall",
+}
 
 
 def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
@@ -71,7 +78,9 @@ def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Pat
 
 def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
     from lienthong_client import LienthongClient
+    from lienthong_client.cli import trace_json
     from lienthong_client.packets import build_document, build_status, read_header
+    from lienthong_client.render import print_trace
     from lienthong_client.seals import SealChecker, Signer
     from lienthong_client.sync import sync
 
@@ -162,6 +171,31 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
                     + (f" at {_fmt(item.businessStatusAt)}" if item.businessStatusAt else ""),
                 )
             console.print(table)
+
+            # the sender recalls the document: one recipient agrees, the other refuses with a reason
+            def status(code: str, status_code: str, text: str | None) -> bytes:
+                return build_status(
+                    sender=code,
+                    original_sender=g22,
+                    original_document_id=header["document_id"] or "",
+                    original_code=header["code"],
+                    status_code=status_code,
+                    description=text,
+                    staff="Văn thư",
+                )
+
+            recall = clients[g22].send(status(g22, "13", "Văn bản ban hành nhầm, đề nghị thu hồi"))
+            console.print(
+                f"[bold]6.[/bold] {g22} recalled the document (status 13 {recall.docId}); the gateway "
+                f"delivered the recall to {', '.join(recall.recipients)}"
+            )
+            clients[provinces[0]].send(status(provinces[0], "15", None))
+            console.print(f"   {provinces[0]} answered {STATUS_TEXT['15']}")
+            if len(provinces) > 1:
+                clients[provinces[1]].send(status(provinces[1], "16", "Văn bản đã được triển khai thực hiện"))
+                console.print(f"   {provinces[1]} answered {STATUS_TEXT['16']} (with its reason)")
+            console.print(f"[bold]7.[/bold] the document's trace, as {g22} sees it (getTrace):")
+            print_trace(console, trace_json(clients[g22].trace(sent.docId)))
         console.print("[green]demo complete[/green]: the gateway has stopped")
         if keep:
             console.print(f"kept {base}")

@@ -1,16 +1,17 @@
 """The SOAP operations (spyne): each method is a few lines that hand over to :class:`gateway.axis.Axis`.
 
 Operation names mirror the national axis SDK (sendEdoc, getReceivedEdocList, getEdoc, updateStatus,
-getSentEdocList, getAgenciesList, registerAgency, deleteAgency), so integrators recognise them. The
+getSentEdocList, getAgenciesList, registerAgency, deleteAgency); getTrace and getOverdueList are ours. The
 docstrings become the ``wsdl:documentation`` of each operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from spyne import Array, Boolean, ByteArray, ComplexModel, Date, DateTime, ServiceBase, Unicode, rpc
+from spyne import Array, Boolean, ByteArray, ComplexModel, Date, DateTime, Integer, ServiceBase, Unicode, rpc
 
 from gateway import axis as axis_mod
 from gateway import errors
@@ -53,6 +54,9 @@ class ReceivedEdoc(Model):
     statusCode = Optional
     createdAt = RequiredDateTime
     transportState = Required
+    #: recall-requested, recalled, update-requested, updated, … when the sender asked to change it
+    lifecycle = Optional
+    lifecycleDocId = Optional
 
 
 class EdocContent(Model):
@@ -83,6 +87,58 @@ class SentEdoc(Model):
     failReason = Optional
     businessStatus = Optional
     businessStatusAt = OptionalDateTime
+    businessStatusStaff = Optional
+    lifecycle = Optional
+    lifecycleAt = OptionalDateTime
+    lifecycleDocId = Optional
+    dueAt = OptionalDateTime
+    answeredAt = OptionalDateTime
+
+
+class DocIdList(Model):
+    docId = Unicode(min_occurs=0, max_occurs="unbounded", nillable=False)
+
+
+class TraceEvent(Model):
+    at = RequiredDateTime
+    kind = Required
+    recipient = Optional
+    agency = Optional
+    system = Optional
+    staff = Optional
+    code = Optional
+    detail = Optional
+    relatedDocId = Optional
+
+
+class DocumentTrace(Model):
+    docId = Required
+    messageType = Required
+    from_ = Unicode(min_occurs=1, nillable=False, sub_name="from")
+    senderSystem = Required
+    documentId = Optional
+    subject = Optional
+    statusCode = Optional
+    businessDocType = Integer(min_occurs=1, nillable=False)
+    acceptedAt = RequiredDateTime
+    originDocId = Optional
+    successors = DocIdList.customize(min_occurs=1, nillable=False)
+    answersDocId = Optional
+    recipients = Array(SentEdoc, min_occurs=1, nillable=False)
+    events = Array(TraceEvent, min_occurs=1, nillable=False)
+
+
+class OverdueEdoc(Model):
+    docId = Required
+    documentId = Optional
+    subject = Optional
+    from_ = Unicode(min_occurs=1, nillable=False, sub_name="from")
+    recipient = Required
+    acceptedAt = RequiredDateTime
+    deliveredAt = OptionalDateTime
+    dueAt = RequiredDateTime
+    answeredAt = OptionalDateTime
+    businessStatus = Optional
 
 
 class AgencyEntry(Model):
@@ -125,6 +181,37 @@ def _check_same_body(ctx: Any, credentials: object | None) -> None:
     payload = [el for el in envelope.body if isinstance(el.tag, str)]
     if len(payload) != 1 or ctx.in_body_doc is not payload[0]:
         raise errors.SignatureWrapping("the operation spyne read is not the one inside the signed Body")
+
+
+#: an entry of a list answer: a plain record with the member names of its type (SentEdoc, ReceivedEdoc,
+#: TraceEvent, OverdueEdoc); the protocol writes such flat records straight to the tree (see
+#: ``gateway.soap.app.GuardedSoap11.complex_to_parent``), with no spyne object built per entry
+Entry = SimpleNamespace
+
+
+def _sent(i: axis_mod.SentItem) -> Entry:
+    return Entry(
+        docId=i.doc_id,
+        messageType=i.message_type,
+        from_=i.sender,
+        documentId=i.document_id,
+        subject=i.subject,
+        statusCode=i.status_code,
+        recipient=i.recipient,
+        acceptedAt=i.accepted_at,
+        deliveredAt=i.delivered_at,
+        acknowledgedAt=i.acknowledged_at,
+        transportState=i.transport_state,
+        failReason=i.fail_reason,
+        businessStatus=i.business_status,
+        businessStatusAt=i.business_status_at,
+        businessStatusStaff=i.business_status_staff,
+        lifecycle=i.lifecycle,
+        lifecycleAt=i.lifecycle_at,
+        lifecycleDocId=i.lifecycle_doc_id,
+        dueAt=i.due_at,
+        answeredAt=i.answered_at,
+    )
 
 
 def _agency(a: axis_mod.AgencyInfo) -> AgencyEntry:
@@ -177,7 +264,7 @@ class LienthongService(ServiceBase):
         """
         items = _call(ctx, lambda ax, creds: ax.received_list(creds, messageType, fromDate, toDate))
         return [
-            ReceivedEdoc(
+            Entry(
                 docId=i.doc_id,
                 messageType=i.message_type,
                 to=i.recipient,
@@ -187,6 +274,8 @@ class LienthongService(ServiceBase):
                 statusCode=i.status_code,
                 createdAt=i.created_at,
                 transportState=i.transport_state,
+                lifecycle=i.lifecycle,
+                lifecycleDocId=i.lifecycle_doc_id,
             )
             for i in items
         ]
@@ -233,6 +322,8 @@ class LienthongService(ServiceBase):
         Unicode(min_occurs=0, nillable=False),
         OptionalDate,
         OptionalDate,
+        Integer(min_occurs=0, nillable=False),
+        Unicode(min_occurs=0, nillable=False),
         _returns=Array(SentEdoc, min_occurs=1, nillable=False),
         _throws=FAULTS,
         _in_arg_names={
@@ -240,33 +331,107 @@ class LienthongService(ServiceBase):
             "messageType": "messageType",
             "fromDate": "fromDate",
             "toDate": "toDate",
+            "limit": "limit",
+            "beforeDocId": "beforeDocId",
         },
     )
-    def getSentEdocList(ctx, docId, messageType, fromDate, toDate):
+    def getSentEdocList(ctx, docId, messageType, fromDate, toDate, limit, beforeDocId):
         """The caller's sent packets, one entry per recipient, newest first.
 
         Each entry gives the recipient, when the gateway accepted the packet, when the recipient fetched it
         (deliveredAt) and acknowledged it, the transport state (pending, fetched, processing, done, fail)
-        and the latest business status the recipient sent back (01, 02, 03, …) with its time. Optional
-        filters: docId, messageType (edoc/status), fromDate/toDate (inclusive). At most 1000 entries.
+        and the latest business status the recipient sent back (01, 02, 03, …, 15, 16) with its time and
+        staff. lifecycle is the recall/update/replace state of that recipient's copy (recall-requested until
+        it answers, then recalled or recall-refused; likewise update-… and replace-…) with lifecycleDocId,
+        the packet that asked. dueAt/answeredAt: when its receipt (01/03) was due and when it came. Optional
+        filters: docId, messageType (edoc/status), fromDate/toDate (inclusive). Paged by packet: limit packets
+        per page (default 50, at most 1000), each with all its recipients; for the next page pass the last
+        docId of this one as beforeDocId.
         """
-        items = _call(ctx, lambda ax, creds: ax.sent_list(creds, docId, messageType, fromDate, toDate))
+        items = _call(
+            ctx,
+            lambda ax, creds: ax.sent_list(creds, docId, messageType, fromDate, toDate, limit, beforeDocId),
+        )
+        return [_sent(i) for i in items]
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        _returns=DocumentTrace,
+        _throws=FAULTS,
+        _in_arg_names={"docId": "docId"},
+    )
+    def getTrace(ctx, docId):
+        """The whole life of one packet: every transport event and business status, with times and who.
+
+        The sender sees every recipient; a recipient sees its own part only. Events (oldest first) are
+        accepted, delivered (first fetched), acknowledged (updateStatus processing/done/fail), status (a
+        business status 01–06, 02, 15, 16 from that recipient) and recall-requested / update-requested /
+        replace-requested (the sender asked to change its copy; relatedDocId is the asking packet). The
+        recipients list carries each recipient's current state as getSentEdocList does; originDocId is the
+        earlier document this one recalls, updates or replaces, and successors the packets that did so to
+        this one.
+        """
+        t = _call(ctx, lambda ax, creds: ax.trace(creds, docId))
+        return DocumentTrace(
+            docId=t.doc_id,
+            messageType=t.message_type,
+            from_=t.sender,
+            senderSystem=t.sender_system,
+            documentId=t.document_id,
+            subject=t.subject,
+            statusCode=t.status_code,
+            businessDocType=t.business_doc_type,
+            acceptedAt=t.accepted_at,
+            originDocId=t.origin_doc_id,
+            successors=DocIdList(docId=list(t.successors)),
+            answersDocId=t.answers_doc_id,
+            recipients=[_sent(r) for r in t.recipients],
+            events=[
+                Entry(
+                    at=e.at,
+                    kind=e.kind,
+                    recipient=e.recipient,
+                    agency=e.agency,
+                    system=e.system,
+                    staff=e.staff,
+                    code=e.code,
+                    detail=e.detail,
+                    relatedDocId=e.related_doc_id,
+                )
+                for e in t.events
+            ],
+        )
+
+    @rpc(
+        OptionalDate,
+        OptionalDate,
+        _returns=Array(OverdueEdoc, min_occurs=1, nillable=False),
+        _throws=FAULTS,
+        _in_arg_names={"fromDate": "fromDate", "toDate": "toDate"},
+    )
+    def getOverdueList(ctx, fromDate, toDate):
+        """The caller's documents whose recipients did not confirm receipt on time (the same-day rule).
+
+        A recipient must send 01 (arrived) or 03 (accepted) — or 02 (rejected) — by the end of the working
+        day on which it fetched the document (or, if it never fetched it, on which the gateway accepted
+        it); after the daily cut-off, on weekends and holidays, the next working day counts. Each entry
+        names the document and recipient, when the answer was due (dueAt), and when it came after all
+        (answeredAt; absent while still unanswered). Recalled copies are left out. fromDate/toDate
+        (inclusive) filter on acceptance; by default the last 30 days. At most 1000 entries.
+        """
+        items = _call(ctx, lambda ax, creds: ax.overdue_list(creds, fromDate, toDate))
         return [
-            SentEdoc(
+            Entry(
                 docId=i.doc_id,
-                messageType=i.message_type,
-                from_=i.sender,
                 documentId=i.document_id,
                 subject=i.subject,
-                statusCode=i.status_code,
+                from_=i.sender,
                 recipient=i.recipient,
                 acceptedAt=i.accepted_at,
                 deliveredAt=i.delivered_at,
-                acknowledgedAt=i.acknowledged_at,
-                transportState=i.transport_state,
-                failReason=i.fail_reason,
+                dueAt=i.due_at,
+                answeredAt=i.answered_at,
                 businessStatus=i.business_status,
-                businessStatusAt=i.business_status_at,
             )
             for i in items
         ]

@@ -8,32 +8,11 @@ import os
 import pytest
 import requests
 
-from lienthong_client import GatewayFault
 from tests.conftest import DATA, MAX_PACKET
 from tests.support import raw
 from tests.support.packets import new_document, status_for
+from tests.support.refusals import refused, still_serving
 from tests.support.world import G22, H41, H49, K41
-
-INTERNALS = ("Traceback", "sqlalchemy", "psycopg", "sqlite3", "OperationalError", 'File "', "127.0.0.1:")
-
-
-def still_serving(world) -> None:
-    assert any(a.code == G22 for a in world.client("vpcp").agencies())
-
-
-def refused(world, call, code: str) -> GatewayFault:
-    """Run ``call``; it must fail with ``code`` and change nothing."""
-    before = world.snapshot()
-    with pytest.raises(GatewayFault) as caught:
-        call()
-    fault = caught.value
-    assert fault.code == code, fault
-    assert fault.message and not any(word in fault.message for word in INTERNALS), fault.message
-    assert fault.correlation_id and len(fault.correlation_id) >= 16
-    assert world.snapshot() == before, "a refused request changed the database"
-    still_serving(world)
-    assert fault.correlation_id in world.gateway.log_text(), "the correlation id must be in the server log"
-    return fault
 
 
 def refused_raw(world, body: bytes, code: str, *, status: int | None = None, **kw) -> raw.Reply:

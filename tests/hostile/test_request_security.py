@@ -39,9 +39,10 @@ from gateway.store.models import Delivery, Packet, ReplayRecord, System, SystemC
 from gateway.systems import generate_secret, store_secret
 from lienthong_client.packets import read_header
 from tests.conftest import MAX_PACKET, ROOT
-from tests.hostile.test_bad_input import refused_raw, still_serving
+from tests.hostile.test_bad_input import refused_raw
 from tests.support import raw, wsforge
 from tests.support.packets import new_document
+from tests.support.refusals import still_serving
 from tests.support.world import G22, H41, H49
 
 SIGNER = "vpcp-signed"  # acts for G22

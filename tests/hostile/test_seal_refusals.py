@@ -22,9 +22,9 @@ from gateway.core.seal import sign_packet
 from gateway.core.trust import fingerprint_sha256, subject_text
 from gateway.store.models import Agency, AgencyCertificate, Delivery, Packet
 from lienthong_client.packets import read_header
-from tests.hostile.test_bad_input import refused
 from tests.support import forge
 from tests.support.packets import new_document
+from tests.support.refusals import refused
 from tests.support.world import AGENCIES, G09, G22, H41, H49
 
 T = forge.T

@@ -65,8 +65,11 @@ def client(url: str, system: str, secret_file: Path, *args: str, check: bool = T
 
 def test_console_scripts_are_installed_and_document_themselves():
     for script, commands in (
-        ("lienthong", ["init", "db", "agency", "system", "serve", "demo", "wsdl"]),
-        ("lienthong-client", ["send", "inbox", "fetch", "ack", "sent", "agencies", "sync"]),
+        ("lienthong", ["init", "db", "agency", "system", "serve", "trace", "overdue", "demo", "wsdl"]),
+        (
+            "lienthong-client",
+            ["send", "inbox", "fetch", "ack", "sent", "trace", "overdue", "agencies", "sync"],
+        ),
     ):
         out = subprocess.run([str(BIN / script), "--help"], capture_output=True, text=True, check=True).stdout
         for command in commands:
@@ -195,6 +198,24 @@ def test_client_commands_end_to_end(operated, tmp_path):
     status_inbox = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "inbox", "--status", "--json").stdout)
     assert [s["statusCode"] for s in status_inbox] == ["03"]
 
+    # the trace, as the sender sees it (lienthong-client) and as the operator does (lienthong)
+    trace = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "trace", doc_id, "--json").stdout)
+    assert [(e["kind"], e["code"]) for e in trace["events"]] == [
+        ("accepted", None),
+        ("delivered", None),
+        ("acknowledged", "fail"),
+        ("acknowledged", "done"),
+        ("status", "03"),
+    ]
+    assert (
+        trace["events"][2]["detail"] == "chưa đọc được" and trace["recipients"][0]["businessStatus"] == "03"
+    )
+    operator = json.loads(lienthong("trace", doc_id, "--json", data_dir=_data).stdout)
+    assert operator["events"] == trace["events"] and operator["from"] == G22
+    text = lienthong("trace", doc_id, data_dir=_data).stdout
+    assert "status 03 accepted: Đã vào sổ" in text and "acknowledged fail: chưa đọc được" in text
+    assert lienthong("trace", "no-such-doc", data_dir=_data, check=False).returncode == 1
+
     agencies = json.loads(client(gw.url, "vpcp", secrets["vpcp"], "agencies", "--json").stdout)
     assert {a["code"] for a in agencies} == {G22, H41}
 
@@ -247,9 +268,19 @@ def test_demo_runs_the_whole_exchange_and_leaves_nothing_running(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for text in (G22, H41, "000.00.00.H49", "01 arrived", "03 accepted", "demo complete"):
+    for text in (
+        G22,
+        H41,
+        "000.00.00.H49",
+        "01 arrived",
+        "03 accepted",
+        "recall-requested",
+        "recalled",
+        "recall-refused",
+        "demo complete",
+    ):
         assert text in out, out
-    table = out[out.index("What 000.00.00.G22 sees") :]
+    table = out[out.index("What 000.00.00.G22 sees") : out.index("6. ")]
     assert table.count("done") == 2 and table.count("03 accepted") == 2
     assert list(tmp_path.iterdir()) == []  # the temporary gateway and its database are gone
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -47,6 +47,14 @@ def test_two_gateways_one_database(world: World, tmp_path):
         assert len(distinct_ids) == len(distinct)
         all_ids = same_ids | distinct_ids
 
+        # a recipient's queue is in the order the packets were accepted (committed), even though they were
+        # sent at once through two gateways: the acceptance times along the queue never go back
+        for system in ("nghean", "quangninh"):
+            queue = [i for i in client(system, 0).inbox("edoc") if i.docId in all_ids]
+            assert len(queue) == len(all_ids)
+            times = [i.createdAt for i in queue]
+            assert times == sorted(times), f"{system}'s queue is not in acceptance order"
+
         # each recipient drains its inbox through both gateways at once
         def drain(args):
             system, i = args
@@ -68,7 +76,7 @@ def test_two_gateways_one_database(world: World, tmp_path):
             assert set(seen) == all_ids, f"{system} lost packets"
             assert not [d for d in all_ids if d in {i.docId for i in client(system, 0).inbox("edoc")}]
 
-        rows = [r for r in client("vpcp", 0).sent() if r.docId in all_ids]
+        rows = [r for r in client("vpcp", 0).sent(limit=1000) if r.docId in all_ids]
         assert len(rows) == 2 * len(all_ids), "one delivery per recipient per packet"
         assert {r.transportState for r in rows} == {"done"}
         assert len({(r.docId, r.recipient) for r in rows}) == len(rows)

@@ -6,8 +6,10 @@ import hashlib
 
 import pytest
 
+from gateway.core.packet import UPDATE
 from lienthong_client import GatewayFault
-from tests.support.packets import new_document, status_for
+from lienthong_client.packets import read_header
+from tests.support.packets import new_document, status_for, successor
 from tests.support.world import G01, G22, H41, H49
 
 
@@ -87,13 +89,11 @@ def test_resending_the_same_packet_returns_the_first_doc_id(world):
 def test_update_may_reuse_the_document_id(world):
     vpcp = world.client("vpcp")
     original = new_document(G22, [H41])
-    vpcp.send(original)
-    update = original.replace(
-        b"<BussinessDocType>0</BussinessDocType>", b"<BussinessDocType>2</BussinessDocType>"
-    )
-    assert update != original
+    first = vpcp.send(original)
+    update = successor(original, UPDATE, same_document_id=True)
+    assert read_header(update)["document_id"] == read_header(original)["document_id"]
     result = vpcp.send(update)
-    assert result.docId and result.duplicate is False
+    assert result.docId != first.docId and result.duplicate is False
 
 
 def test_integration_platform_acts_for_several_agencies(world):

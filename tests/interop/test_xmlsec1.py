@@ -28,9 +28,9 @@ from gateway.core.trust import TrustStore
 from gateway.core.xmlparse import parse_xml
 from gateway.store.models import Packet
 from lienthong_client.seals import Signer
-from tests.hostile.test_bad_input import refused
 from tests.support import forge
 from tests.support.packets import new_document
+from tests.support.refusals import refused
 from tests.support.world import AGENCIES, G22, H41
 
 pytestmark = pytest.mark.interop

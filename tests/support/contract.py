@@ -1,4 +1,5 @@
-"""The operation names the issue fixes (they mirror the national SDK): the tests pin them here."""
+"""The operation names other tools rely on (the national SDK's, then getTrace and getOverdueList): the
+tests pin them here."""
 
 OPERATIONS = {
     "sendEdoc",
@@ -9,4 +10,6 @@ OPERATIONS = {
     "getAgenciesList",
     "registerAgency",
     "deleteAgency",
+    "getTrace",
+    "getOverdueList",
 }
