@@ -20,10 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from gateway import errors
+from gateway.core.evidence import read_receipt
+from gateway.core.xmlparse import parse_xml
 from lienthong_client.client import GatewayFault, GatewayUnreachable, LienthongClient
+from lienthong_client.receipts import store_sent
 from lienthong_client.render import print_overdue, print_trace
 from lienthong_client.seals import SealChecker, SealRejected, Signer
-from lienthong_client.sync import store_packet, sync
+from lienthong_client.sync import store_packet, sync, write_durably
 from lienthong_client.wsse import UntrustedAnswer
 
 # Wide tables when the output goes to a file or a pipe (rich would otherwise assume 80 columns).
@@ -148,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("send", help="send edXML packet files (documents or statuses)")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="keep each sent packet and the gateway's receipt as DIR/yyyy/m/DOCID.edxml and DOCID.receipt.xml",
+    )
 
     s = sub.add_parser("sign", help="seal a packet without sending it")
     s.add_argument("file", type=Path, metavar="FILE")
@@ -174,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", action="store_true", help="list sent status packets instead of documents")
     s.add_argument("--all", action="store_true", help="documents and statuses")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("receipts", help="the gateway's signed receipts about one packet")
+    s.add_argument("doc_id", metavar="DOCID")
+    s.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="written as DIR/DOCID/KIND-N.xml"
+    )
+    s.add_argument(
+        "--packet", type=Path, metavar="FILE", help="the packet as sent: every receipt must name its digest"
+    )
 
     s = sub.add_parser("trace", help="the life of one packet: recipients' states and every event")
     s.add_argument("doc_id", metavar="DOCID")
@@ -256,6 +274,11 @@ def run(args: argparse.Namespace) -> int:
         results = []
         for path in args.files:
             result = client.send(path.read_bytes())
+            stored = None
+            if args.store is not None:
+                stored = store_sent(
+                    args.store, result.docId, result.sent, result.receipt, result.receipt_facts
+                )
             results.append(
                 {
                     "file": str(path),
@@ -263,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
                     "messageType": result.messageType,
                     "recipients": result.recipients,
                     "duplicate": result.duplicate,
+                    "receipt": result.receipt is not None,
+                    "stored": str(stored) if stored else None,
                 }
             )
         if args.json:
@@ -361,6 +386,20 @@ def run(args: argparse.Namespace) -> int:
                     for r in rows
                 ],
             )
+        return 0
+    if args.command == "receipts":
+        packet = args.packet.read_bytes() if args.packet else None
+        receipts = client.receipts(args.doc_id, packet)
+        folder = args.output / args.doc_id
+        for n, receipt in enumerate(receipts, 1):
+            kind = read_receipt(parse_xml(receipt, max_bytes=len(receipt) + 1).getroot()).kind
+            write_durably(folder / f"{kind}-{n}.xml", receipt)
+        checked = (
+            "checked against the pinned gateway certificate"
+            if client.gateway_cert
+            else "NOT checked (no --gateway-cert)"
+        )
+        out.print(f"{len(receipts)} receipts for {args.doc_id} in {folder} ({checked})")
         return 0
     if args.command == "trace":
         t = trace_json(client.trace(args.doc_id))

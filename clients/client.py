@@ -121,6 +121,7 @@ class LienthongClient:
         answer must be signed with it, or :class:`~lienthong_client.wsse.UntrustedAnswer` is raised."""
         self.signer = signer
         self.checker = checker
+        self.gateway_cert = gateway_cert
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.system_id = system_id
         http = session or requests.Session()
@@ -187,7 +188,36 @@ class LienthongClient:
             packet = self.signer.sign(packet)
         result = self._call("sendEdoc", packet=packet)
         result.recipients = _items(result.recipients, "organId")
+        result.sent = packet  # the exact bytes sent (sealed here, if they were)
+        result.receipt = bytes(result.receipt) if result.receipt is not None else None
+        result.receipt_facts = None
+        if result.receipt is not None and self.gateway_cert is not None:
+            from lienthong_client.receipts import ReceiptRejected, check_receipt
+
+            try:
+                # a duplicate is answered with the first packet's receipt (an idempotent status may differ
+                # in its bytes): then only its signature is checked here
+                result.receipt_facts = check_receipt(
+                    result.receipt, self.gateway_cert, None if result.duplicate else packet
+                )
+            except ReceiptRejected as exc:
+                raise GatewayFault("Client.Local.ReceiptRejected", str(exc), None) from None
         return result
+
+    def receipts(self, doc_id: str, packet: bytes | None = None) -> list[bytes]:
+        """getReceipts: the gateway's signed receipts about a packet, each checked against the pinned
+        gateway certificate (and, given the packet's bytes, its digest)."""
+        result = self._call("getReceipts", docId=doc_id)
+        receipts = [bytes(r) for r in _items(result, "receipt")]
+        if self.gateway_cert is not None:
+            from lienthong_client.receipts import ReceiptRejected, check_receipt
+
+            for receipt in receipts:
+                try:
+                    check_receipt(receipt, self.gateway_cert, packet)
+                except ReceiptRejected as exc:
+                    raise GatewayFault("Client.Local.ReceiptRejected", str(exc), None) from None
+        return receipts
 
     def inbox(
         self, message_type: str = "edoc", from_date: dt.date | None = None, to_date: dt.date | None = None

@@ -48,10 +48,16 @@ def packet_path(out_dir: Path, doc_id: str, accepted_at: dt.datetime | None) -> 
 def store_packet(out_dir: Path, packet: FetchedPacket, accepted_at: dt.datetime | None) -> Path:
     """Write the exact bytes durably; returns the final path."""
     path = packet_path(out_dir, packet.doc_id, accepted_at)
+    write_durably(path, packet.content)
+    return path
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a file so that it is whole on disk once this returns (temporary file, fsync, rename, fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".edxml.part")
+    tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
-        fh.write(packet.content)
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -60,7 +66,6 @@ def store_packet(out_dir: Path, packet: FetchedPacket, accepted_at: dt.datetime 
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
 
 
 def _keep_rejected(out_dir: Path, packet: FetchedPacket) -> None:

@@ -27,7 +27,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from gateway import errors
+from gateway import evidence as audit
 from gateway.config import DEFAULT_TIMEZONE
+from gateway.core import evidence as ev
 from gateway.core import lifecycle, routing
 from gateway.core.credentials import UsernameToken, check_secret
 from gateway.core.packet import (
@@ -44,7 +46,15 @@ from gateway.core.packet import (
     Packet as PacketFields,
 )
 from gateway.core.routing import Identity, Route
-from gateway.core.seal import KeyCache, SealPolicy, VerifiedSeal, check_signer_agency, is_sealed, verify_seal
+from gateway.core.seal import (
+    DocumentSigner,
+    KeyCache,
+    SealPolicy,
+    VerifiedSeal,
+    check_signer_agency,
+    is_sealed,
+    verify_seal,
+)
 from gateway.core.trust import TrustStore
 from gateway.core.workdays import WorkingCalendar
 from gateway.core.wssec import VerifiedEnvelope
@@ -78,6 +88,8 @@ class SendOutcome:
     recipients: tuple[str, ...]
     #: True when the same packet had been sent before: the first docId is returned, nothing is added
     duplicate: bool = False
+    #: the gateway's signed submission receipt (None when it has no key, or evidence is off)
+    receipt: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +241,17 @@ class AgencyPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvidenceSettings:
+    """Receipts and the audit chain: the gateway's document signer (None: no receipts or checkpoints,
+    the chain is still kept), whether evidence is kept at all (off only to measure what it costs), and how
+    many entries may follow the last signed checkpoint before a new one is made."""
+
+    signer: DocumentSigner | None = None
+    enabled: bool = True
+    checkpoint_every: int = audit.CHECKPOINT_EVERY
+
+
+@dataclasses.dataclass(frozen=True)
 class SealSettings:
     """How seals are checked: the policy, where the current trust store comes from, and how a certificate
     is bound to an agency besides registration."""
@@ -247,8 +270,9 @@ class _Step:
     #: (docId, message type, recipients) of an earlier packet this one repeats: nothing is stored
     duplicate_of: tuple[str, str, tuple[str, ...]] | None = None
     origin_packet_id: int | None = None
-    #: applied after the packet's row exists; returns the trace events it adds
-    apply: Callable[[Session, str, dt.datetime, dict], list[dict]] = lambda *_: []
+    #: applied after the packet's row and deliveries exist (session, packet id, docId, time, actor); returns
+    #: the trace events it adds
+    apply: Callable[[Session, int, str, dt.datetime, dict], list[dict]] = lambda *_: []
 
 
 # --- identity -------------------------------------------------------------------------------------------
@@ -381,12 +405,15 @@ class Axis:
         seals: SealSettings | None = None,
         replay_margin: dt.timedelta = dt.timedelta(minutes=5),
         calendar: WorkingCalendar | None = None,
+        evidence: EvidenceSettings | None = None,
     ) -> None:
         self.db = db
         self.schemas = schemas
         self.limits = Limits(max_packet_bytes=max_packet_bytes)
         self.tz = ZoneInfo(timezone)
         self.calendar = calendar or WorkingCalendar(timezone)
+        self.evidence = evidence or EvidenceSettings()
+        self._checkpointed = -1  # the newest checkpoint this process knows of (-1: not read yet)
         self.authenticator = authenticator or SystemAuthenticator(clock)
         self.clock = clock
         self.replay_margin = replay_margin
@@ -476,6 +503,8 @@ class Axis:
         routing.check_sender(packet, identity)
         routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 
+        appended = [0]  # the audit entry the send made (for the checkpoint that may follow)
+
         def operation(session: Session) -> SendOutcome:
             earlier = repo.earlier_packet(session, packet.from_organ, packet.sha256)
             if earlier is not None:
@@ -485,6 +514,7 @@ class Axis:
                     earlier_type,
                     tuple(repo.recipients_of(session, earlier_id)),
                     duplicate=True,
+                    receipt=repo.submission_receipt(session, earlier_id),
                 )
             if packet.is_status:
                 step = self._status_step(session, packet, identity)
@@ -492,13 +522,15 @@ class Axis:
                 step = self._document_step(session, packet, identity)
             if step.duplicate_of is not None:
                 doc_id, kind, recipients = step.duplicate_of
-                return SendOutcome(doc_id, kind, recipients, duplicate=True)
+                first = repo.packet_by_doc_id(session, doc_id)
+                receipt = repo.submission_receipt(session, first.id) if first is not None else None
+                return SendOutcome(doc_id, kind, recipients, duplicate=True, receipt=receipt)
             route = step.route
-            repo.lock_recipients(session, route.recipients)
-            now = self.clock()
             doc_id = str(uuid.uuid4())
             expects_receipt = not packet.is_status and packet.business.doc_type != RECALL
-            packet_id = repo.insert_packet(
+            accepted_at = self.clock()
+            receipts = self._send_receipts(session, packet, identity, seal, doc_id, route, accepted_at)
+            packet_id = repo.insert_packet_row(
                 session,
                 {
                     "doc_id": doc_id,
@@ -518,7 +550,7 @@ class Axis:
                     "sha256": packet.sha256,
                     "size": packet.size,
                     "content": bytes(data),
-                    "created_at": now,
+                    "created_at": accepted_at,
                     "signer_fingerprint": seal.fingerprint if seal else None,
                     "signer_subject": seal.subject if seal else None,
                     "signer_serial": seal.serial if seal else None,
@@ -527,6 +559,19 @@ class Axis:
                     "seal_verified_at": seal.verified_at if seal else None,
                     "legacy_sha1": bool(seal and seal.legacy_sha1),
                 },
+            )
+            if self.evidence.enabled:
+                audit.store_receipts(session, receipts, packet_id)
+                # the audit chain's head, held from here to the commit (PostgreSQL), orders every queue too
+                audit.lock_chain(session)
+            else:
+                # the recipients' queues are held from here to the commit (PostgreSQL): deliveries get their
+                # place in commit order; taking them after the (possibly large) packet row keeps the hold short
+                repo.lock_recipients(session, route.recipients)
+            now = self.clock()
+            repo.insert_deliveries(
+                session,
+                packet_id,
                 route.recipients,
                 packet.kind,
                 now,
@@ -543,12 +588,18 @@ class Axis:
                     "detail": f"for {routing.listing(list(route.recipients))}",
                 }
             ]
-            events += step.apply(session, doc_id, now, actor)
+            events += step.apply(session, packet_id, doc_id, now, actor)
             repo.add_events(session, events)
+            appended[0] = self._send_audit(
+                session, packet, identity, seal, doc_id, packet_id, route, accepted_at, receipts
+            )
             session.commit()
-            return SendOutcome(doc_id, packet.kind, route.recipients)
+            return SendOutcome(
+                doc_id, packet.kind, route.recipients, receipt=receipts[0].content if receipts else None
+            )
 
         outcome = self.db.run(operation, write=True)
+        self._maybe_checkpoint(appended[0])
         log.info(
             "accepted %s %s from %s (system %s) for %s; seal %s%s",
             outcome.message_type,
@@ -563,6 +614,196 @@ class Axis:
             log.warning("packet %s accepted with a SHA-1 seal (operator-enabled legacy)", outcome.doc_id)
         return outcome
 
+    # evidence
+
+    def _send_receipts(
+        self,
+        session: Session,
+        packet: PacketFields,
+        identity: Identity,
+        seal: VerifiedSeal | None,
+        doc_id: str,
+        route: Route,
+        at: dt.datetime,
+    ) -> list[audit.SignedReceipt]:
+        """The submission receipt of a packet about to be stored and, for a status, the status receipt of the
+        document it answers — signed before any lock is taken (``packet_id`` None: the new packet)."""
+        signer = self.evidence.signer
+        if not self.evidence.enabled or signer is None:
+            return []
+        out = [
+            audit.sign_receipt(
+                signer,
+                ev.ReceiptFacts(
+                    kind="submission",
+                    receipt_id=audit.new_receipt_id(),
+                    doc_id=doc_id,
+                    message_type=packet.kind,
+                    sender=packet.from_organ,
+                    sender_system=identity.system_id,
+                    recipients=route.recipients,
+                    packet_sha256=packet.sha256,
+                    at=at,
+                    signer_fingerprint=seal.fingerprint if seal else None,
+                    signer_subject=seal.subject if seal else None,
+                ),
+                None,
+                None,
+            )
+        ]
+        answered = repo.packet_digest(session, route.answers_packet) if route.answers_packet else None
+        if answered is not None:
+            original_doc_id, original_sha256, original_sender, original_system = answered
+            code = packet.status_code
+            out.append(
+                audit.sign_receipt(
+                    signer,
+                    ev.ReceiptFacts(
+                        kind="status",
+                        receipt_id=audit.new_receipt_id(),
+                        doc_id=original_doc_id,
+                        message_type=EDOC,
+                        sender=original_sender,
+                        sender_system=original_system,
+                        recipients=(packet.from_organ,),
+                        packet_sha256=original_sha256,
+                        at=at,
+                        status_code=code,
+                        status_doc_id=doc_id,
+                        status_sha256=packet.sha256,
+                        by_system=identity.system_id,
+                    ),
+                    route.answers_packet,
+                    None if code == lifecycle.RECALL_REQUEST else packet.from_organ,
+                )
+            )
+        return out
+
+    def _send_audit(
+        self,
+        session: Session,
+        packet: PacketFields,
+        identity: Identity,
+        seal: VerifiedSeal | None,
+        doc_id: str,
+        packet_id: int,
+        route: Route,
+        at: dt.datetime,
+        receipts: list[audit.SignedReceipt],
+    ) -> int:
+        """Append the audit entry of an accepted packet (its receipts are stored already): the
+        transaction's last statement. Returns the entry's seq."""
+        if not self.evidence.enabled:
+            return 0
+        code = packet.status_code
+        if packet.is_status:
+            event = "recall" if code == lifecycle.RECALL_REQUEST else "status"
+        else:
+            event = lifecycle.KINDS.get(packet.business.doc_type, "accepted")
+        return audit.append(
+            session,
+            event,
+            at,
+            docId=doc_id,
+            messageType=packet.kind,
+            sender=packet.from_organ,
+            system=identity.system_id,
+            recipients=list(route.recipients),
+            sha256=packet.sha256,
+            size=packet.size,
+            signer=seal.fingerprint if seal else None,
+            statusCode=code,
+            answers=repo.doc_id_of(session, route.answers_packet),
+            documentId=packet.response_for[0].document_id if packet.is_status else packet.document_id,
+            businessDocType=None if packet.is_status else packet.business.doc_type,
+            receipts=[r.facts.receipt_id for r in receipts] or None,
+        )
+
+    def _delivery_receipts(
+        self, packet: Packet, recipients: Sequence[str], now: dt.datetime, system: str
+    ) -> list[audit.SignedReceipt]:
+        signer = self.evidence.signer
+        if signer is None or packet.message_type != EDOC:
+            return []
+        return [
+            audit.sign_receipt(
+                signer,
+                ev.ReceiptFacts(
+                    kind="delivery",
+                    receipt_id=audit.new_receipt_id(),
+                    doc_id=packet.doc_id,
+                    message_type=packet.message_type,
+                    sender=packet.sender_code,
+                    sender_system=packet.sender_system,
+                    recipients=(recipient,),
+                    packet_sha256=packet.sha256,
+                    at=now,
+                    by_system=system,
+                ),
+                packet.id,
+                recipient,
+            )
+            for recipient in recipients
+        ]
+
+    def _maybe_checkpoint(self, seq: int) -> None:
+        """Sign a checkpoint once ``checkpoint_every`` entries follow the last one this process knows of
+        (``seq``: the entry just committed). Costs nothing until then; best effort: a failure is logged,
+        the chain itself is already committed."""
+        signer = self.evidence.signer
+        if signer is None or not self.evidence.enabled or seq <= 0:
+            return
+        try:
+            if self._checkpointed < 0:
+                with self.db.unit_of_work() as session:
+                    self._checkpointed = audit.last_checkpoint_seq(session)
+            if seq - self._checkpointed < self.evidence.checkpoint_every:
+                return
+
+            def sign(session: Session) -> None:
+                # another process may have signed one meanwhile
+                self._checkpointed = audit.last_checkpoint_seq(session)
+                if audit.head(session)[0] - self._checkpointed >= self.evidence.checkpoint_every:
+                    made = audit.make_checkpoint(session, signer, self.clock())
+                    made_seq = made.seq if made is not None else None
+                    session.commit()
+                    if made_seq is not None:
+                        self._checkpointed = made_seq
+                        log.info("audit checkpoint signed at entry %d", made_seq)
+
+            self.db.run(sign, write=True, retries=0)
+        except Exception as exc:  # noqa: BLE001 - never fail a request for a checkpoint
+            log.warning("could not sign an audit checkpoint: %s", exc)
+
+    def audit_refusal(
+        self, code: str, operation: str, correlation_id: str, system: str | None = None
+    ) -> None:
+        """Record a refusal in the audit chain, in a transaction of its own (the refused one rolled back)."""
+        if not self.evidence.enabled:
+            return
+
+        def record(session: Session) -> None:
+            audit.append(
+                session,
+                "refused",
+                self.clock(),
+                code=code,
+                operation=operation,
+                correlationId=correlation_id,
+                system=system,
+            )
+            session.commit()
+
+        try:
+            self.db.run(record, write=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is the reason for the refusal
+            log.warning(
+                "refusal %s [correlation id %s] not recorded in the audit chain: %s",
+                code,
+                correlation_id,
+                exc,
+            )
+
     def _document_step(self, session: Session, packet: PacketFields, identity: Identity) -> _Step:
         """A document: its recipients; for a recall, update or replace, the earlier copies it asks about."""
         route = routing.route_document(packet, identity, repo.agency_states(session, packet.to_organs))
@@ -570,17 +811,26 @@ class Axis:
         if packet.business.doc_type not in lifecycle.KINDS:
             return _Step(route)
         refs = lifecycle.references(packet)
-        plan = lifecycle.plan_successor(packet, repo.originals(session, packet.from_organ, refs))
+        originals = repo.originals(session, packet.from_organ, refs)
+        if packet.business.doc_type == RECALL and refs[0] in originals:
+            existing = self._existing_recall(session, originals[refs[0]])
+            if existing is not None:
+                return existing  # recalling again is the same recall
+        plan = lifecycle.plan_successor(packet, originals)
         extra = [r for r in plan.recipients if r not in packet.to_organs]
         if extra:  # original recipients a recall reaches, or those an update removes: still in the directory?
             states = repo.agency_states(session, extra)
-            inactive = [r for r in extra if r in states and not states[r].active]
-            plan_recipients = tuple(r for r in plan.recipients if r not in inactive)
+            inactive = {r for r in extra if r in states and not states[r].active}
         else:
-            plan_recipients = plan.recipients
+            inactive = set()
+        plan_recipients = tuple(r for r in plan.recipients if r not in inactive)
+        targets = tuple(t for t in plan.targets if t[1] not in inactive)
 
-        def apply(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
-            repo.set_lifecycle(session, plan.targets, lifecycle.requested(plan.kind), doc_id, now)
+        def apply(session: Session, packet_id: int, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+            repo.set_lifecycle(session, targets, lifecycle.requested(plan.kind), doc_id, now)
+            # receivers an update removes got it only to learn so: no receipt is due, and their copy does not
+            # make them recipients of the document (a later update or recall does not reach them)
+            repo.mark_removed(session, packet_id, [r for r in plan.removed if r not in inactive], doc_id, now)
             return [
                 {
                     **actor,
@@ -591,10 +841,24 @@ class Axis:
                     "detail": packet.business.reason,
                     "related_doc_id": doc_id,
                 }
-                for packet_id, recipient in plan.targets
+                for asked_packet, recipient in targets
             ]
 
         return _Step(Route(plan_recipients), origin_packet_id=plan.origin.packet_id, apply=apply)
+
+    @staticmethod
+    def _existing_recall(session: Session, original: lifecycle.Original) -> _Step | None:
+        """The recall already made of ``original`` (pending or answered), as a duplicate, if any."""
+        if not any(state in lifecycle.RECALL_STATES for state in original.recipients.values()):
+            return None
+        doc_id = repo.recall_doc_id(session, original.packet_id)
+        first = repo.packet_by_doc_id(session, doc_id) if doc_id else None
+        if first is None:
+            return None
+        return _Step(
+            Route(()),
+            duplicate_of=(first.doc_id, first.message_type, tuple(repo.recipients_of(session, first.id))),
+        )
 
     def _status_step(self, session: Session, packet: PacketFields, identity: Identity) -> _Step:
         """A status: the rules of :mod:`gateway.core.lifecycle`, and what it changes once stored."""
@@ -610,20 +874,18 @@ class Axis:
                     f"gateway; status 13 must recall one of its own documents",
                     document_id=rf.document_id,
                 )
-            earlier = repo.statuses_sent(session, original.packet_id, packet.from_organ).get(code)
-            if earlier is not None:
-                first = repo.packet_by_doc_id(session, earlier)
-                assert first is not None
-                return _Step(
-                    Route(()), duplicate_of=(earlier, STATUS, tuple(repo.recipients_of(session, first.id)))
-                )
+            existing = self._existing_recall(session, original)
+            if existing is not None:
+                return existing  # recalling again is the same recall
             states = repo.agency_states(session, list(original.recipients))
             recipients = tuple(r for r in original.recipients if r in states and states[r].active)
             targets = tuple(
                 (original.packet_id, r) for r in recipients if original.recipients[r] != "recalled"
             )
 
-            def recall(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+            def recall(
+                session: Session, _packet_id: int, doc_id: str, now: dt.datetime, actor: dict
+            ) -> list[dict]:
                 repo.set_lifecycle(session, targets, lifecycle.requested("recall"), doc_id, now)
                 return [
                     {
@@ -671,7 +933,9 @@ class Axis:
             return _Step(route, duplicate_of=(earlier, STATUS, route.recipients))
         delivery = answered
 
-        def record(session: Session, doc_id: str, now: dt.datetime, actor: dict) -> list[dict]:
+        def record(
+            session: Session, _packet_id: int, doc_id: str, now: dt.datetime, actor: dict
+        ) -> list[dict]:
             delivery.business_status = code
             delivery.business_status_at = now
             delivery.business_status_staff = packet.staff
@@ -772,6 +1036,16 @@ class Axis:
                         for r in marked
                     ],
                 )
+                if self.evidence.enabled:
+                    for r in marked:
+                        audit.append(
+                            session,
+                            "delivered",
+                            now,
+                            docId=out.doc_id,
+                            recipient=r,
+                            system=identity.system_id,
+                        )
                 session.commit()
 
             self.db.run(mark, write=True, retries=0)
@@ -849,6 +1123,29 @@ class Axis:
                     }
                 )
             repo.add_events(session, events)
+            if self.evidence.enabled:
+                acknowledged = [event["recipient_code"] for event in events]
+                receipts = (
+                    self._delivery_receipts(packet, acknowledged, now, identity.system_id)
+                    if status == "done"
+                    else []
+                )
+                audit.store_receipts(session, receipts, packet.id)
+                by_recipient = {r.recipient: r.facts.receipt_id for r in receipts}
+                for event in events:
+                    audit.append(
+                        session,
+                        "acknowledged",
+                        now,
+                        docId=packet.doc_id,
+                        recipient=event["recipient_code"],
+                        state=status,
+                        reason=event["detail"],
+                        system=identity.system_id,
+                        receipts=[by_recipient[event["recipient_code"]]]
+                        if event["recipient_code"] in by_recipient
+                        else None,
+                    )
             session.commit()
             return tuple(d.recipient_code for d in mine)
 
@@ -922,6 +1219,28 @@ class Axis:
                 )
             return build_trace(session, packet, [d.recipient_code for d in mine])
 
+    # getReceipts
+
+    def receipts(self, credentials: object | None, doc_id: str) -> list[bytes]:
+        """The gateway's signed receipts about a packet: to its sender all of them, to a recipient the
+        submission receipt and its own."""
+        with self.db.unit_of_work() as session:
+            identity = self.authenticator.authenticate(session, credentials)
+            doc_id = (doc_id or "").strip()
+            packet = repo.packet_by_doc_id(session, doc_id) if doc_id else None
+            if packet is None:
+                raise errors.UnknownDocId(f"no packet has docId {doc_id!r}", doc_id=doc_id)
+            if identity.may_act_for(packet.sender_code):
+                return repo.receipts_of(session, packet.id, None)
+            mine = repo.deliveries_for(session, packet.id, identity.agencies)
+            if not mine:
+                raise errors.NotAddressee(
+                    f"packet {doc_id} was neither sent by nor addressed to an agency of system "
+                    f"{identity.system_id}",
+                    doc_id=doc_id,
+                )
+            return repo.receipts_of(session, packet.id, [d.recipient_code for d in mine])
+
     # getOverdueList
 
     def overdue_list(
@@ -940,8 +1259,8 @@ class Axis:
         self, from_date: dt.date | None, to_date: dt.date | None
     ) -> tuple[dt.datetime, dt.datetime]:
         start, end = self._day_range(from_date, to_date)
-        now = self.clock()
-        return start or now - dt.timedelta(days=OVERDUE_DAYS), end or now
+        end = end or self.clock()
+        return start or end - dt.timedelta(days=OVERDUE_DAYS), end
 
     # the directory
 
@@ -955,6 +1274,15 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             _require_admin(identity)
             agency = upsert_agency(session, info, self.clock())
+            if self.evidence.enabled:
+                audit.append(
+                    session,
+                    "directory",
+                    self.clock(),
+                    action="register",
+                    agency=agency.code,
+                    system=identity.system_id,
+                )
             session.commit()
             return _agency_info(agency)
 
@@ -967,6 +1295,15 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             _require_admin(identity)
             agency = deactivate_agency(session, code, self.clock())
+            if self.evidence.enabled:
+                audit.append(
+                    session,
+                    "directory",
+                    self.clock(),
+                    action="deactivate",
+                    agency=agency.code,
+                    system=identity.system_id,
+                )
             session.commit()
             return _agency_info(agency)
 
@@ -990,7 +1327,13 @@ class Axis:
 def build_trace(session: Session, packet: Packet, recipients: list[str] | None) -> Trace:
     """The trace of ``packet``; with ``recipients``, only their part (shared with ``lienthong trace``)."""
     deliveries = repo.delivery_rows(session, [packet.id], recipients)
-    events = repo.events_of(session, packet.id, recipients)
+    events = [_trace_event(e) for e in repo.events_of(session, packet.id, recipients)]
+    origin = packet.origin_packet_id
+    if recipients is not None:
+        # a recipient's part: not who else the packet went to, nor an earlier document it never received
+        events = [dataclasses.replace(e, detail=None) if e.kind == "accepted" else e for e in events]
+        if origin is not None and not repo.deliveries_for(session, origin, recipients):
+            origin = None
     return Trace(
         doc_id=packet.doc_id,
         message_type=packet.message_type,
@@ -1001,11 +1344,11 @@ def build_trace(session: Session, packet: Packet, recipients: list[str] | None) 
         status_code=packet.status_code,
         business_doc_type=packet.business_doc_type,
         accepted_at=packet.created_at,
-        origin_doc_id=repo.doc_id_of(session, packet.origin_packet_id),
+        origin_doc_id=repo.doc_id_of(session, origin),
         successors=tuple(repo.successors(session, packet.id, recipients)),
         answers_doc_id=repo.doc_id_of(session, packet.answers_packet_id),
         recipients=tuple(_sent_item(d) for d in deliveries),
-        events=tuple(_trace_event(e) for e in events),
+        events=tuple(events),
     )
 
 

@@ -44,6 +44,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _audit(session, kind: str, **content: object) -> None:  # type: ignore[no-untyped-def]
+    """An operator's change, in the audit chain, in the same transaction as the change."""
+    from gateway import evidence
+
+    evidence.append(session, kind, _now(), operator=os.environ.get("USER") or "operator", **content)
+
+
 # --- commands -------------------------------------------------------------------------------------------
 
 
@@ -57,6 +64,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     from gateway.keystore import make_test_key
 
     made = make_test_key(config)
+    if made:
+        from gateway.core.trust import fingerprint_sha256
+
+        with db.unit_of_work(write=True) as session:
+            _audit(
+                session,
+                "key",
+                action="gateway-test-key",
+                fingerprint=fingerprint_sha256(_read_certificate(str(made[1]))),
+            )
+            session.commit()
     out.print(f"data directory {config.data_dir}")
     if made:
         out.print(f"[yellow]TEST gateway key (not for production)[/yellow]: {made[0]}, certificate {made[1]}")
@@ -84,6 +102,7 @@ def cmd_agency_add(args: argparse.Namespace) -> int:
             AgencyInfo(args.code, args.name, args.parent, args.email, args.old_code, True),
             _now(),
         )
+        _audit(session, "directory", action="register", agency=agency.code)
         session.commit()
     out.print(f"agency {agency.code} ({agency.name}) is registered and active")
     return 0
@@ -146,6 +165,7 @@ def cmd_agency_disable(args: argparse.Namespace) -> int:
     db = _db(_config(args))
     with db.unit_of_work(write=True) as session:
         deactivate_agency(session, args.code, _now())
+        _audit(session, "directory", action="deactivate", agency=args.code)
         session.commit()
     out.print(f"agency {args.code} is disabled: it stays in the directory but receives nothing")
     return 0
@@ -173,6 +193,14 @@ def cmd_agency_set(args: argparse.Namespace) -> int:
         if args.allow_sha1 is not None:
             agency.allow_sha1 = args.allow_sha1
         agency.updated_at = _now()
+        _audit(
+            session,
+            "directory",
+            action="seal-policy",
+            agency=args.code,
+            requireSignature=agency.require_signature,
+            allowSha1=agency.allow_sha1,
+        )
         session.commit()
         state = (agency.require_signature, agency.allow_sha1)
     out.print(
@@ -211,6 +239,7 @@ def cmd_agency_cert_add(args: argparse.Namespace) -> int:
             raise errors.UsageError(f"this certificate is already registered for {existing.agency_code}")
         if existing is None:
             session.add(AgencyCertificate.of(args.code, cert, _now()))
+            _audit(session, "key", action="seal-certificate", agency=args.code, fingerprint=fp)
         session.commit()
     out.print(
         f"seal certificate {fp[:16]}… ({subject_text(cert)}, valid until "
@@ -236,6 +265,10 @@ def cmd_crl_add(args: argparse.Namespace) -> int:
     target = config.crl_dir / (Path(args.file).stem + (".pem" if b"-----BEGIN" in data else ".crl"))
     shutil.copyfile(args.file, target)
     revoked = sum(len(list(c)) for c in store.crls)
+    db = _db(config)
+    with db.unit_of_work(write=True) as session:
+        _audit(session, "key", action="crl", issuer=store.crls[0].issuer.rfc4514_string(), revoked=revoked)
+        session.commit()
     out.print(
         f"CRL of {store.crls[0].issuer.rfc4514_string()} ({revoked} revoked) loaded as {target}; "
         f"running gateways pick it up on their next request"
@@ -403,6 +436,16 @@ def cmd_system_add(args: argparse.Namespace) -> int:
         repo.add_system(session, system, dict.fromkeys(args.agency))
         for cert in certs:
             system.certificates.append(_system_certificate(args.system_id, cert))
+        _audit(
+            session,
+            "directory",
+            action="system",
+            system=args.system_id,
+            agencies=list(dict.fromkeys(args.agency)),
+            auth=auth,
+            admin=bool(args.admin),
+            certificates=[fingerprint_sha256(c) for c in certs],
+        )
         session.commit()
     err.print(
         f"system {args.system_id} may act for {', '.join(args.agency)}; authentication {auth}"
@@ -415,6 +458,7 @@ def cmd_system_add(args: argparse.Namespace) -> int:
 
 
 def cmd_system_cert_add(args: argparse.Namespace) -> int:
+    from gateway.core.trust import fingerprint_sha256
     from gateway.store import repo
 
     cert = _read_certificate(args.cert)
@@ -424,6 +468,13 @@ def cmd_system_cert_add(args: argparse.Namespace) -> int:
         if system is None:
             raise errors.UsageError(f"no system has id {args.system_id}")
         system.certificates.append(_system_certificate(args.system_id, cert))
+        _audit(
+            session,
+            "key",
+            action="system-certificate",
+            system=args.system_id,
+            fingerprint=fingerprint_sha256(cert),
+        )
         session.commit()
     out.print(
         f"certificate registered for system {args.system_id} (valid until {cert.not_valid_after_utc:%Y-%m-%d})"
@@ -569,12 +620,14 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     config = _config(args)
     tz = ZoneInfo(config.timezone)
     now = _now()
+    end = dt.datetime.combine(args.to_date + dt.timedelta(days=1), dt.time(), tz) if args.to_date else now
     start = (
         dt.datetime.combine(args.from_date, dt.time(), tz)
         if args.from_date
-        else now - dt.timedelta(days=OVERDUE_DAYS)
+        else end - dt.timedelta(days=OVERDUE_DAYS)
     )
-    end = dt.datetime.combine(args.to_date + dt.timedelta(days=1), dt.time(), tz) if args.to_date else now
+    if start >= end:
+        raise errors.UsageError("--from must be before --to")
     db = _db(config)
     with db.unit_of_work() as session:
         items = overdue_report(
@@ -600,6 +653,120 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     else:
         print_overdue(out, rows)
     return 0
+
+
+def _document_signer(config: Config):  # type: ignore[no-untyped-def]
+    from gateway.keystore import load_document_signer
+
+    signer = load_document_signer(config)
+    if signer is None:
+        raise errors.UsageError("the gateway has no key (gateway_key / gateway_cert); run `lienthong init`")
+    return signer
+
+
+def cmd_audit_seal(args: argparse.Namespace) -> int:
+    """Sign a checkpoint of the audit chain's head now."""
+    from gateway import evidence
+
+    config = _config(args)
+    signer = _document_signer(config)
+    db = _db(config)
+    with db.unit_of_work(write=True) as session:
+        made = evidence.make_checkpoint(session, signer, _now())
+        made = (made.seq, made.hash) if made is not None else None
+        session.commit()
+        seq, _hash = evidence.head(session)
+    if made is None:
+        out.print(
+            f"the chain head (entry {seq}) is already checkpointed" if seq else "the audit chain is empty"
+        )
+    else:
+        out.print(f"checkpoint signed at entry {made[0]}: {made[1]}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recompute the chain and check every checkpoint; exit 1 at the first broken entry."""
+    import time
+
+    from gateway import evidence
+
+    config = _config(args)
+    fingerprints = {_document_signer(config).fingerprint}
+    for extra in args.gateway_cert or []:
+        fingerprints.add(fingerprint_of_file(extra))
+    db = _db(config)
+    started = time.perf_counter()
+    with db.unit_of_work() as session:
+        report = evidence.verify_database(session, fingerprints, start=args.start)
+    seconds = time.perf_counter() - started
+    rate = report.entries / seconds if seconds > 0 else 0.0
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "entries": report.entries,
+                    "checkpoints": report.checkpoints,
+                    "lastSeq": report.last_seq,
+                    "firstBreak": {"seq": report.first_break.seq, "reason": report.first_break.reason}
+                    if report.first_break
+                    else None,
+                    "problems": report.problems,
+                    "seconds": round(seconds, 3),
+                    "entriesPerSecond": round(rate),
+                }
+            )
+        )
+    else:
+        for problem in report.problems:
+            err.print(f"[red]{escape(problem)}[/red]")
+        if report.first_break is not None:
+            err.print(
+                f"[red]broken at entry {report.first_break.seq}:[/red] {escape(report.first_break.reason)}"
+            )
+        out.print(
+            f"{report.entries:,} entries checked up to entry {report.last_seq}, {report.checkpoints} signed "
+            f"checkpoints, in {seconds:.2f} s ({rate:,.0f} entries/s): "
+            + ("[green]the chain is intact[/green]" if report.ok else "[red]the chain is NOT intact[/red]")
+        )
+    return 0 if report.ok else 1
+
+
+def fingerprint_of_file(path: str) -> str:
+    from gateway.core.trust import fingerprint_sha256
+
+    return fingerprint_sha256(_read_certificate(path))
+
+
+def cmd_evidence_export(args: argparse.Namespace) -> int:
+    from gateway import evidence
+
+    config = _config(args)
+    signer = _document_signer(config)
+    db = _db(config)
+    with db.unit_of_work(write=True) as session:
+        try:
+            data = evidence.export_bundle(session, signer, args.doc_id.strip(), _now())
+        except LookupError:
+            raise errors.UsageError(f"no packet has docId {args.doc_id!r}") from None
+        session.commit()
+    Path(args.output).write_bytes(data)
+    out.print(f"evidence bundle for {args.doc_id}: {args.output} ({len(data):,} bytes)")
+    return 0
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from gateway.bundle import print_report, verify_bundle
+
+    anchors = [Path(t).read_bytes() for t in args.trust or []]
+    seal_anchors = [Path(t).read_bytes() for t in args.seal_trust or []]
+    report = verify_bundle(Path(args.file).read_bytes(), anchors, seal_anchors)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        print_report(out, report)
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -772,6 +939,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=10000)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_overdue)
+
+    audit_cmd = sub.add_parser("audit", help="the audit hash chain").add_subparsers(
+        dest="audit_command", required=True, metavar="COMMAND"
+    )
+    s = audit_cmd.add_parser("seal", help="sign a checkpoint of the chain head now")
+    s.set_defaults(func=cmd_audit_seal)
+    s = audit_cmd.add_parser(
+        "verify", help="recompute the chain and check every checkpoint (exit 1 if broken)"
+    )
+    s.add_argument(
+        "--from",
+        dest="start",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start after entry N (from the newest signed checkpoint at or before it)",
+    )
+    s.add_argument(
+        "--gateway-cert",
+        action="append",
+        metavar="PEM",
+        help="an earlier gateway certificate whose checkpoints are also accepted (key rollover)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_audit_verify)
+
+    evidence_cmd = sub.add_parser("evidence", help="evidence bundles for auditors").add_subparsers(
+        dest="evidence_command", required=True, metavar="COMMAND"
+    )
+    s = evidence_cmd.add_parser("export", help="write the evidence bundle of one packet")
+    s.add_argument("doc_id", metavar="DOCID")
+    s.add_argument("-o", "--output", required=True, metavar="FILE.zip")
+    s.set_defaults(func=cmd_evidence_export)
+    s = evidence_cmd.add_parser("verify", help="check a bundle offline: no database, no network")
+    s.add_argument("file", metavar="FILE.zip")
+    s.add_argument(
+        "--trust",
+        action="append",
+        metavar="PEM",
+        help="the gateway's certificate, or the CA that issued it (repeatable)",
+    )
+    s.add_argument(
+        "--seal-trust",
+        action="append",
+        metavar="PEM",
+        help="a CA of the agencies' seal certificates, to check the seals' chains (repeatable)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evidence_verify)
 
     s = sub.add_parser("demo", help="run the whole exchange on a temporary gateway and show the result")
     s.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")

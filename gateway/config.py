@@ -26,6 +26,10 @@ as a plain mapping, so tests pass a dict.
 - ``LIENTHONG_WORKING_DAYS`` / ``working_days``: the agencies' working days for the same-day rule
   (``mon-fri``; e.g. ``mon-fri,sat``).
 - ``LIENTHONG_CUTOFF`` / ``cutoff``: the end of the working day, ``HH:MM`` in ``timezone`` (``17:00``).
+- ``LIENTHONG_CHECKPOINT_EVERY`` / ``checkpoint_every``: sign an audit checkpoint after this many entries
+  (1000).
+- ``LIENTHONG_EVIDENCE`` / ``evidence``: keep receipts and the audit chain (``true``); ``false`` only to
+  measure what they cost.
 - ``LIENTHONG_HOLIDAYS`` / ``holidays``: public holidays, ``YYYY-MM-DD`` separated by commas (a TOML list
   in the file); none by default.
 
@@ -66,6 +70,18 @@ def _redact_url(url: str) -> str:
     return f"{scheme}://{creds}@{host}"
 
 
+def _flag(value: Any, default: bool, name: str, problems: list[str]) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+        problems.append(f"{name} must be true or false, got {value!r}")
+        return default
+    return text in {"true", "1", "yes", "on"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything the gateway needs to run. Build it with :meth:`from_sources`."""
@@ -93,6 +109,9 @@ class Config:
     working_days: frozenset[int] = frozenset(range(5))
     cutoff: dt.time = dt.time(17, 0)
     holidays: frozenset[dt.date] = frozenset()
+    #: receipts and the audit chain (off only for measurements), and the checkpoint interval in entries
+    evidence: bool = True
+    checkpoint_every: int = 1000
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -149,7 +168,7 @@ class Config:
         known = {
             "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
             "trust_anchors", "seal_subject_attribute", "allow_sha1", "gateway_key", "gateway_cert", "clock_skew",
-            "working_days", "cutoff", "holidays",
+            "working_days", "cutoff", "holidays", "evidence", "checkpoint_every",
         }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -235,8 +254,12 @@ class Config:
         if cutoff_text is not None:
             try:
                 cutoff = dt.time.fromisoformat(str(cutoff_text))
+                if cutoff.tzinfo is not None:
+                    raise ValueError("a zone")
             except ValueError:
-                problems.append(f"cutoff must be a time of day HH:MM, got {cutoff_text!r}")
+                problems.append(
+                    f"cutoff must be a time of day HH:MM (in timezone, no offset), got {cutoff_text!r}"
+                )
         holidays: set[dt.date] = set()
         raw_holidays = pick("holidays", "LIENTHONG_HOLIDAYS") or []
         if isinstance(raw_holidays, str):
@@ -246,6 +269,15 @@ class Config:
                 holidays.add(item if isinstance(item, dt.date) else dt.date.fromisoformat(str(item).strip()))
             except ValueError:
                 problems.append(f"holidays: {item!r} is not a date YYYY-MM-DD")
+        evidence = _flag(pick("evidence", "LIENTHONG_EVIDENCE"), True, "evidence", problems)
+        every: Any = pick("checkpoint_every", "LIENTHONG_CHECKPOINT_EVERY")
+        try:
+            every = int(every) if every is not None else 1000
+            if every < 1:
+                problems.append(f"checkpoint_every must be at least 1, got {every}")
+        except (TypeError, ValueError):
+            problems.append(f"checkpoint_every must be a whole number of entries, got {every!r}")
+            every = 1000
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -265,4 +297,6 @@ class Config:
             working_days=working_days,
             cutoff=cutoff,
             holidays=frozenset(holidays),
+            evidence=evidence,
+            checkpoint_every=every,
         )

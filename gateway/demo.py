@@ -77,6 +77,7 @@ def _setup(data_dir: Path, pki_dir: Path) -> tuple[dict[str, str], dict[str, Pat
 
 
 def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
+    from gateway.bundle import print_report, verify_bundle
     from lienthong_client import LienthongClient
     from lienthong_client.cli import trace_json
     from lienthong_client.packets import build_document, build_status, read_header
@@ -129,6 +130,10 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
             console.print(
                 f"[bold]3.[/bold] {g22} sealed (RSA-SHA256, XML-DSig) and sent document {sent.docId} "
                 f"({len(sealed):,} bytes) to {', '.join(sent.recipients)}; the gateway verified the seal"
+            )
+            console.print(
+                f"   its signed receipt names SHA-256 {sent.receipt_facts.packet_sha256[:16]}… of the exact bytes "
+                f"(checked against the gateway's pinned certificate)"
             )
             for code in provinces:
                 inbox = base / f"inbox-{code}"
@@ -196,6 +201,16 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
                 console.print(f"   {provinces[1]} answered {STATUS_TEXT['16']} (with its reason)")
             console.print(f"[bold]7.[/bold] the document's trace, as {g22} sees it (getTrace):")
             print_trace(console, trace_json(clients[g22].trace(sent.docId)))
+            receipts = clients[g22].receipts(sent.docId, sealed)
+            bundle_path = base / f"evidence-{sent.docId}.zip"
+            bundle_path.write_bytes(_export(data_dir, sent.docId))
+            report = verify_bundle(bundle_path.read_bytes(), [gateway_cert], [paths["ca"].read_bytes()])
+            console.print(
+                f"[bold]8.[/bold] {len(receipts)} signed receipts for the document (getReceipts); its evidence "
+                f"bundle ({bundle_path.stat().st_size:,} bytes: packet, statuses, receipts, audit proof, "
+                f"signed manifest) checked offline:"
+            )
+            print_report(console, report)
         console.print("[green]demo complete[/green]: the gateway has stopped")
         if keep:
             console.print(f"kept {base}")
@@ -203,6 +218,24 @@ def run_demo(console: Console, *, keep: bool = False, workers: int = 2) -> int:
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _export(data_dir: Path, doc_id: str) -> bytes:
+    """What `lienthong evidence export` does, on the demo's database."""
+    from gateway import evidence
+    from gateway.keystore import load_document_signer
+
+    config = Config.from_sources({}, data_dir=data_dir)
+    signer = load_document_signer(config)
+    assert signer is not None
+    db = Database(config.database_url)
+    try:
+        with db.unit_of_work(write=True) as session:
+            data = evidence.export_bundle(session, signer, doc_id, dt.datetime.now(dt.timezone.utc))
+            session.commit()
+        return data
+    finally:
+        db.dispose()
 
 
 def _fmt(value: dt.datetime | None) -> str:

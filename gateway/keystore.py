@@ -1,5 +1,5 @@
-"""The gateway's own key: the one module that opens it. It signs the gateway's SOAP responses (and, later,
-receipts and audit checkpoints). The key is never logged; only the certificate's subject and fingerprint are.
+"""The gateway's own key: the one module that opens it. It signs the gateway's SOAP responses, receipts,
+audit checkpoints and evidence manifests. The key is never logged; only the certificate's subject and fingerprint are.
 
 ``lienthong init`` makes a TEST key and self-signed certificate in the data directory when none exists;
 an operator configures a real one with ``gateway_key`` / ``gateway_cert``.
@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import Config
+from gateway.core.seal import DocumentSigner
 from gateway.core.wssec import EnvelopeSigner
 
 log = logging.getLogger("lienthong.keystore")
@@ -41,6 +42,14 @@ def load_signer(config: Config) -> EnvelopeSigner | None:
     fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     log.info("gateway key loaded: %s (SHA-256 %s…)", cert.subject.rfc4514_string(), fingerprint[:16])
     return signer
+
+
+def load_document_signer(config: Config) -> DocumentSigner | None:
+    """The gateway's key for receipts, audit checkpoints and evidence manifests (None without a key)."""
+    key_path, cert_path = key_paths(config)
+    if not key_path.is_file() or not cert_path.is_file():
+        return None
+    return DocumentSigner(key_path.read_bytes(), cert_path.read_bytes())
 
 
 def make_test_key(config: Config) -> tuple[Path, Path] | None:

@@ -175,6 +175,8 @@ class SuccessorPlan:
     recipients: tuple[str, ...]
     #: (earlier packet id, recipient): copies now asked to agree (15) or refuse (16)
     targets: tuple[tuple[int, str], ...]
+    #: receivers an update removes: they get the update only to learn it (their copy is no recipient's)
+    removed: tuple[str, ...] = ()
 
 
 def references(packet: Packet) -> tuple[str, ...]:
@@ -197,12 +199,17 @@ def _mismatch(message: str, agencies: list[str]) -> errors.ReceiverMismatch:
     return errors.ReceiverMismatch(message, agencies=agencies[:100])
 
 
-def _not_recalled(original: Original, organs: list[str]) -> None:
-    gone = [o for o in organs if original.recipients.get(o) == "recalled"]
+RECALL_STATES = frozenset({"recall-requested", "recalled", "recall-refused"})
+
+
+def _not_recalled(original: Original, organs: list[str], *, pending_only: bool = False) -> None:
+    """A copy whose recipient agreed to a recall, or is asked to, cannot be updated or replaced."""
+    blocking = {"recall-requested"} if pending_only else {"recall-requested", "recalled"}
+    gone = [o for o in organs if original.recipients.get(o) in blocking]
     if gone:
         raise errors.OriginalRecalled(
-            f"{', '.join(gone)} already agreed to recall {original.document_id!r}; it cannot be updated or "
-            f"replaced there (send a new document instead)",
+            f"{', '.join(gone)} agreed to recall {original.document_id!r} or is asked to; it cannot be "
+            f"updated or replaced there (send a new document instead)",
             agencies=gone[:100],
         )
 
@@ -220,7 +227,8 @@ def plan_successor(packet: Packet, originals: Mapping[str, Original]) -> Success
             document_id=missing[0],
         )
     origin = originals[refs[0]]
-    before = list(origin.recipients)
+    # recipients that agreed to a recall no longer hold the document
+    before = [o for o, state in origin.recipients.items() if state != "recalled"]
     to = list(packet.to_organs)
     if kind == "recall":
         strangers = [o for o in to if o not in origin.recipients]
@@ -230,8 +238,9 @@ def plan_successor(packet: Packet, originals: Mapping[str, Original]) -> Success
                 strangers,
             )
         # every original recipient is asked, also those that have not fetched the document yet
-        targets = [(origin.packet_id, o) for o in before if origin.recipients[o] != "recalled"]
-        return SuccessorPlan(kind, origin, tuple(before), tuple(targets))
+        return SuccessorPlan(
+            kind, origin, tuple(origin.recipients), tuple((origin.packet_id, o) for o in before)
+        )
     if kind == "update":
         added, removed = packet.business.added, packet.business.removed
         problems: list[tuple[str, list[str]]] = []
@@ -260,9 +269,13 @@ def plan_successor(packet: Packet, originals: Mapping[str, Original]) -> Success
                 + "; ".join(p for p, _ in problems),
                 [a for _, agencies in problems for a in agencies],
             )
-        _not_recalled(origin, before)
-        recipients = tuple(dict.fromkeys(to + list(removed)))
-        return SuccessorPlan(kind, origin, recipients, tuple((origin.packet_id, o) for o in before))
+        _not_recalled(origin, [o for o in to if o in origin.recipients])
+        _not_recalled(origin, list(removed), pending_only=True)
+        notified = [o for o in removed if o in before]
+        recipients = tuple(dict.fromkeys(to + notified))
+        return SuccessorPlan(
+            kind, origin, recipients, tuple((origin.packet_id, o) for o in before), removed=tuple(notified)
+        )
     # replace
     entries = packet.business.replacements or ((origin.document_id, tuple(o for o in before if o in to)),)
     targets: list[tuple[int, str]] = []

@@ -494,3 +494,65 @@ def sign_packet(
         cert = x509.load_pem_x509_certificate(pem)
         slot.text = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+
+
+# --- the gateway's own signed documents (receipts, audit checkpoints, evidence manifests) -------------------
+
+
+class DocumentSigner:
+    """A key and certificate loaded once, signing whole XML documents: one enveloped Signature as the root's
+    last child, ``URI=""``, exclusive c14n, SHA-256, the certificate in KeyInfo — the same shape as a seal,
+    so ``xmlsec1 --verify`` checks it with no options."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes) -> None:
+        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM)
+        self._key.load_cert_from_memory(cert_pem, xmlsec.KeyFormat.CERT_PEM)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        self.certificate = cert
+        self.fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self._method = (
+            T.ECDSA_SHA256 if isinstance(cert.public_key(), ec.EllipticCurvePublicKey) else T.RSA_SHA256
+        )
+
+    def sign(self, root: etree._Element) -> bytes:
+        """Sign ``root`` (unsigned, built by the caller) and return the document's bytes."""
+        sig = xmlsec.template.create(root, T.EXCL_C14N, self._method, ns="ds")
+        root.append(sig)
+        ref = xmlsec.template.add_reference(sig, T.SHA256, uri="")
+        xmlsec.template.add_transform(ref, T.ENVELOPED)
+        xmlsec.template.add_transform(ref, T.EXCL_C14N)
+        xmlsec.template.x509_data_add_certificate(
+            xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(sig))
+        )
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key
+        ctx.sign(sig)
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedDocument:
+    root: etree._Element
+    signer: x509.Certificate
+    fingerprint: str
+
+
+def verify_document(data: bytes, *, max_bytes: int = 16 * 1024 * 1024) -> VerifiedDocument:
+    """Verify a document signed by :class:`DocumentSigner`: exactly one Signature, the root's last child,
+    of the seal's shape, and valid for the certificate it carries. Whether that certificate is one the
+    reader trusts is the reader's decision (compare ``fingerprint``, or check the chain)."""
+    root = parse_xml(data, max_bytes=max_bytes).getroot()
+    signatures = list(root.iter(_ds("Signature")))
+    if len(signatures) != 1:
+        raise errors.SealMultiple(f"expected exactly one ds:Signature, found {len(signatures)}")
+    sig = signatures[0]
+    if sig.getparent() is not root or sig.getnext() is not None:
+        raise errors.SealMisplaced("the signature must be the document's last child")
+    shape = _check_shape(sig, SealPolicy(), False)
+    _check_no_comments(root)
+    signer = signer_info(shape.signer_der, shape.certificates[0])
+    if not _xmlsec_verify(sig, shape, signer):
+        if _document_digest(root, sig, shape) != shape.digest_value:
+            raise errors.SealDigestMismatch("the document was changed after it was signed")
+        raise errors.SealKeyMismatch("the signature does not verify with the certificate it carries")
+    return VerifiedDocument(root=root, signer=shape.certificates[0], fingerprint=signer.fingerprint)

@@ -16,11 +16,11 @@ from spyne.model import binary as spyne_binary
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
-from gateway.axis import Axis, SealSettings
+from gateway.axis import Axis, EvidenceSettings, SealSettings
 from gateway.config import Config
 from gateway.core.seal import SealPolicy
 from gateway.core.wssec import TimestampPolicy
-from gateway.keystore import load_signer
+from gateway.keystore import load_document_signer, load_signer
 from gateway.resources import load_schemas, wsdl_path
 from gateway.soap.faults import TNS, LienthongFault, fault_element, from_spyne, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
@@ -252,6 +252,11 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         timezone=config.timezone,
         calendar=config.calendar,
         seals=seal_settings(config),
+        evidence=EvidenceSettings(
+            signer=load_document_signer(config),
+            enabled=config.evidence,
+            checkpoint_every=config.checkpoint_every,
+        ),
         replay_margin=dt.timedelta(seconds=config.clock_skew),
     )
     app = build_application()
@@ -266,6 +271,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         public_url=config.public_url,
         timestamps=TimestampPolicy(clock_skew=dt.timedelta(seconds=config.clock_skew)),
         response_signer=load_signer(config),
+        on_refusal=lambda code, cid: axis.audit_refusal(code, "(request)", cid),
     )
     guard.axis = axis  # type: ignore[attr-defined]
     return guard

@@ -172,6 +172,7 @@ class Guard:
         timestamps: TimestampPolicy | None = None,
         response_signer: EnvelopeSigner | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        on_refusal: Callable[[str, str], None] | None = None,
     ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
@@ -183,6 +184,8 @@ class Guard:
         self.response_signer = response_signer
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.keys = KeyCache()
+        #: told (fault code, correlation id) of every request refused at the door (the audit chain)
+        self.on_refusal = on_refusal
 
     def _serve_wsdl(self, environ: dict[str, Any], start_response: StartResponse, cid: str) -> list[bytes]:
         """The checked-in WSDL, with the address this gateway is reached at."""
@@ -221,6 +224,8 @@ class Guard:
             if not isinstance(exc, errors.LienthongError):
                 log.error("guard failure [correlation id %s]", cid, exc_info=exc)
             log_refusal(err, cid, "at the door")
+            if self.on_refusal is not None:
+                self.on_refusal(err.code, cid)
             return self._fault(start_response, err, cid)
         captured: list[tuple[str, list[tuple[str, str]]]] = []
 

@@ -1,7 +1,8 @@
 """The SOAP operations (spyne): each method is a few lines that hand over to :class:`gateway.axis.Axis`.
 
 Operation names mirror the national axis SDK (sendEdoc, getReceivedEdocList, getEdoc, updateStatus,
-getSentEdocList, getAgenciesList, registerAgency, deleteAgency); getTrace and getOverdueList are ours. The
+getSentEdocList, getAgenciesList, registerAgency, deleteAgency); getTrace, getOverdueList and getReceipts
+are ours. The
 docstrings become the ``wsdl:documentation`` of each operation.
 """
 
@@ -41,6 +42,12 @@ class SendEdocResult(Model):
     messageType = Required
     recipients = OrganIdList.customize(min_occurs=1, nillable=False)
     duplicate = Boolean(min_occurs=1, nillable=False)
+    #: the gateway's signed submission receipt (XML, see xsd/lienthong-evidence.xsd)
+    receipt = ByteArray(min_occurs=0, nillable=False)
+
+
+class ReceiptList(Model):
+    receipt = ByteArray(min_occurs=0, max_occurs="unbounded", nillable=False)
 
 
 class ReceivedEdoc(Model):
@@ -154,14 +161,22 @@ def _call(ctx: Any, operation: Callable[[axis_mod.Axis, object | None], T]) -> T
     """Run one operation with the request's credentials; map any error to a declared fault."""
     env = ctx.transport.req_env
     cid = env.get(ENV_CORRELATION, "-")
+    axis = ctx.app.lienthong_axis
+    credentials = env.get(ENV_CREDENTIALS)
     try:
-        axis = ctx.app.lienthong_axis
-        credentials = env.get(ENV_CREDENTIALS)
         _check_same_body(ctx, credentials)
         axis.admit(credentials)
         return operation(axis, credentials)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a declared fault
-        raise to_fault(exc, cid, ctx.method_request_string.rsplit("}", 1)[-1]) from None
+        name = ctx.method_request_string.rsplit("}", 1)[-1]
+        fault = to_fault(exc, cid, name)
+        token = getattr(credentials, "username_token", None)
+        envelope = getattr(credentials, "envelope", None)
+        caller = (
+            token.username if token is not None else envelope.fingerprint if envelope is not None else None
+        )
+        axis.audit_refusal(fault.faultcode, name, cid, caller)
+        raise fault from None
 
 
 def _drop_base64_text(ctx: Any) -> None:
@@ -235,7 +250,9 @@ class LienthongService(ServiceBase):
         The gateway checks the packet (size, XML, edXML schema), that the caller may send as its
         From/OrganId, and that every recipient is registered and active, then stores the bytes unchanged and
         queues one delivery per recipient. Returns the gateway's docId, the message type it detected (edoc or
-        status) and the recipients. Sending the same bytes again returns the first docId (duplicate=true).
+        status), the recipients and the gateway's signed submission receipt (an XML document naming the
+        docId, sender, recipients, the SHA-256 of the exact bytes, the packet's signer and the acceptance
+        time). Sending the same bytes again returns the first docId and receipt (duplicate=true).
         """
         data = packet[0] if len(packet) == 1 else b"".join(packet)  # no copy of a large packet
         _drop_base64_text(ctx)
@@ -245,6 +262,7 @@ class LienthongService(ServiceBase):
             messageType=out.message_type,
             recipients=OrganIdList(organId=list(out.recipients)),
             duplicate=out.duplicate,
+            receipt=[out.receipt] if out.receipt else None,
         )
 
     @rpc(
@@ -401,6 +419,21 @@ class LienthongService(ServiceBase):
                 for e in t.events
             ],
         )
+
+    @rpc(
+        Unicode(min_occurs=1, nillable=False),
+        _returns=ReceiptList,
+        _throws=FAULTS,
+        _in_arg_names={"docId": "docId"},
+    )
+    def getReceipts(ctx, docId):
+        """The gateway's signed receipts about one packet, oldest first: its submission receipt, a delivery
+        receipt for each recipient that acknowledged it done, and a status receipt for each business status
+        sent about it. Each is an XML document signed by the gateway (XML-DSig, enveloped, the gateway's
+        certificate in KeyInfo; schema xsd/lienthong-evidence.xsd). The sender gets all of them; a recipient
+        the submission receipt and its own.
+        """
+        return ReceiptList(receipt=[[r] for r in _call(ctx, lambda ax, creds: ax.receipts(creds, docId))])
 
     @rpc(
         OptionalDate,

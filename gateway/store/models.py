@@ -294,3 +294,46 @@ class Event(Base):
     related_doc_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (Index("ix_events_packet", "packet_id", "id"),)
+
+
+class Receipt(Base):
+    """A signed receipt the gateway issued (submission, delivery or status), as the exact signed bytes."""
+
+    __tablename__ = "receipts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    receipt_id: Mapped[str] = mapped_column(String(36), unique=True)
+    #: the packet the receipt is about (for a status receipt: the document the status answers)
+    packet_id: Mapped[int] = mapped_column(ForeignKey("packets.id"))
+    kind: Mapped[str] = mapped_column(String(12))
+    #: the recipient it concerns (delivery and status receipts), None for a submission
+    recipient_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_receipts_packet", "packet_id", "id"),)
+
+
+class AuditEntry(Base):
+    """One entry of the audit hash chain (see :mod:`gateway.core.evidence`). ``content`` is the canonical
+    JSON that is hashed; ``kind`` and ``doc_id`` repeat parts of it for queries only."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(24))
+    doc_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    #: SHA-256(hash of the previous entry ‖ SHA-256(content)), hex
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the chain head: entry ``seq`` has hash ``hash``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    content: Mapped[bytes] = mapped_column(LargeBinary)

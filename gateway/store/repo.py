@@ -11,7 +11,16 @@ from sqlalchemy.orm import Session, undefer
 
 from gateway.core.lifecycle import Original
 from gateway.core.routing import AgencyState
-from gateway.store.models import Agency, AgencyCertificate, Delivery, Event, Packet, System, SystemAgency
+from gateway.store.models import (
+    Agency,
+    AgencyCertificate,
+    Delivery,
+    Event,
+    Packet,
+    Receipt,
+    System,
+    SystemAgency,
+)
 
 INBOX_STATES = ("pending", "fetched", "processing", "fail")
 
@@ -279,7 +288,23 @@ def insert_packet(
 ) -> int:
     """The packet row and one delivery per recipient, as two statements. ``due``: when the recipients'
     receipt (01/03) is due, for a document."""
-    packet_id = session.execute(_INSERT_PACKET, values).scalar_one()
+    packet_id = insert_packet_row(session, values)
+    insert_deliveries(session, packet_id, recipients, message_type, now, due)
+    return packet_id
+
+
+def insert_packet_row(session: Session, values: dict) -> int:
+    return session.execute(_INSERT_PACKET, values).scalar_one()
+
+
+def insert_deliveries(
+    session: Session,
+    packet_id: int,
+    recipients: Sequence[str],
+    message_type: str,
+    now: dt.datetime,
+    due: dt.datetime | None = None,
+) -> None:
     session.execute(
         _INSERT_DELIVERY,
         [
@@ -294,7 +319,6 @@ def insert_packet(
             for r in recipients
         ],
     )
-    return packet_id
 
 
 # --- the document's life --------------------------------------------------------------------------------
@@ -325,14 +349,18 @@ def originals(session: Session, sender: str, document_ids: Iterable[str]) -> dic
             .order_by(Delivery.id)
             .with_for_update()
         ).all()
-        out[document_id] = Original(row[0], row[1], document_id, {r: state for r, state in deliveries})
+        # a copy that only told a removed receiver it was removed does not make it a recipient
+        out[document_id] = Original(
+            row[0], row[1], document_id, {r: state for r, state in deliveries if state != "removed"}
+        )
     return out
 
 
 def delivery(session: Session, packet_id: int, recipient: str, *, lock: bool = False) -> Delivery | None:
     stmt = select(Delivery).where(Delivery.packet_id == packet_id, Delivery.recipient_code == recipient)
     if lock:
-        stmt = stmt.with_for_update(of=Delivery)
+        # populate_existing: the row as it is once locked, not a copy the session read before the lock
+        stmt = stmt.with_for_update(of=Delivery).execution_options(populate_existing=True)
     return session.scalars(stmt).first()
 
 
@@ -372,6 +400,7 @@ def lifecycle_target(session: Session, sender: str, document_id: str, recipient:
             Delivery.packet_id.in_(sorted(ids)),
             Delivery.recipient_code == recipient,
             Delivery.lifecycle.is_not(None),
+            Delivery.lifecycle != "removed",
         )
         .order_by(Delivery.lifecycle_at.desc(), Delivery.id.desc())
         .limit(1)
@@ -391,14 +420,46 @@ def set_lifecycle(
         )
 
 
+QUEUE_LOCKS = 64
+QUEUE_LOCK_BASE = 0x4C54510000  # "LTQ"
+
+
+def mark_removed(
+    session: Session, packet_id: int, recipients: Sequence[str], doc_id: str, now: dt.datetime
+) -> None:
+    """The copies of an update sent to receivers it removes: no receipt due, and not a recipient's copy."""
+    if recipients:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.packet_id == packet_id, Delivery.recipient_code.in_(list(recipients)))
+            .values(lifecycle="removed", lifecycle_at=now, lifecycle_doc_id=doc_id, due_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def recall_doc_id(session: Session, packet_id: int) -> str | None:
+    """The docId of the recall (status 13 or recall document) made of packet ``packet_id``, if any."""
+    return session.scalar(
+        select(Delivery.lifecycle_doc_id)
+        .where(
+            Delivery.packet_id == packet_id,
+            Delivery.lifecycle.in_(["recall-requested", "recalled", "recall-refused"]),
+        )
+        .order_by(Delivery.lifecycle_at)
+        .limit(1)
+    )
+
+
 def lock_recipients(session: Session, recipients: Iterable[str]) -> None:
     """Hold each recipient's queue until the commit (PostgreSQL), so deliveries get their ids in the order
     they are committed: a recipient never sees a later packet before an earlier one. SQLite already
     serializes writers (BEGIN IMMEDIATE)."""
     if session.get_bind().dialect.name != "postgresql":
         return
+    # recipients share QUEUE_LOCKS keys (a broadcast to thousands takes at most that many locks; a shared
+    # key only makes two sends wait for each other, which ordering allows)
     keys = sorted(
-        {int.from_bytes(hashlib.sha256(r.encode()).digest()[:8], "big", signed=True) for r in recipients}
+        {QUEUE_LOCK_BASE + hashlib.sha256(r.encode()).digest()[0] % QUEUE_LOCKS for r in recipients}
     )
     if keys:
         session.execute(
@@ -480,3 +541,31 @@ def overdue(
     if senders is not None:
         stmt = stmt.where(Packet.sender_code.in_(list(senders)))
     return session.scalars(stmt.order_by(Delivery.id).limit(limit)).all()
+
+
+# --- evidence ----------------------------------------------------------------------------------------------
+
+
+def submission_receipt(session: Session, packet_id: int) -> bytes | None:
+    content = session.scalar(
+        select(Receipt.content).where(Receipt.packet_id == packet_id, Receipt.kind == "submission").limit(1)
+    )
+    return bytes(content) if content is not None else None
+
+
+def packet_digest(session: Session, packet_id: int) -> tuple[str, str, str, str] | None:
+    """(docId, SHA-256, sender agency, sender system) of a packet."""
+    row = session.execute(
+        select(Packet.doc_id, Packet.sha256, Packet.sender_code, Packet.sender_system).where(
+            Packet.id == packet_id
+        )
+    ).first()
+    return (row[0], row[1], row[2], row[3]) if row else None
+
+
+def receipts_of(session: Session, packet_id: int, recipients: Iterable[str] | None) -> list[bytes]:
+    """The receipts about a packet, oldest first; with ``recipients``, the submission and theirs only."""
+    stmt = select(Receipt.content).where(Receipt.packet_id == packet_id)
+    if recipients is not None:
+        stmt = stmt.where(or_(Receipt.recipient_code.is_(None), Receipt.recipient_code.in_(list(recipients))))
+    return [bytes(c) for c in session.scalars(stmt.order_by(Receipt.id))]

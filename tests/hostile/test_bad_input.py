@@ -16,9 +16,11 @@ from tests.support.world import G22, H41, H49, K41
 
 
 def refused_raw(world, body: bytes, code: str, *, status: int | None = None, **kw) -> raw.Reply:
-    before = world.snapshot()
+    before, audit_head = world.snapshot(), world.audit_head()
     reply = raw.post(world.url, body, **kw)
     assert reply.code == code, (reply.status, reply.body[:500])
+    added = [(e["event"], e["code"], e["correlationId"]) for e in world.audit_entries(audit_head)]
+    assert added == [("refused", code, reply.correlation_id)], added
     if status is not None:
         assert reply.status == status
     assert reply.correlation_id and reply.headers.get("X-Correlation-Id") == reply.correlation_id

@@ -65,10 +65,25 @@ def client(url: str, system: str, secret_file: Path, *args: str, check: bool = T
 
 def test_console_scripts_are_installed_and_document_themselves():
     for script, commands in (
-        ("lienthong", ["init", "db", "agency", "system", "serve", "trace", "overdue", "demo", "wsdl"]),
+        (
+            "lienthong",
+            [
+                "init",
+                "db",
+                "agency",
+                "system",
+                "serve",
+                "trace",
+                "overdue",
+                "audit",
+                "evidence",
+                "demo",
+                "wsdl",
+            ],
+        ),
         (
             "lienthong-client",
-            ["send", "inbox", "fetch", "ack", "sent", "trace", "overdue", "agencies", "sync"],
+            ["send", "inbox", "fetch", "ack", "sent", "receipts", "trace", "overdue", "agencies", "sync"],
         ),
     ):
         out = subprocess.run([str(BIN / script), "--help"], capture_output=True, text=True, check=True).stdout
@@ -277,6 +292,8 @@ def test_demo_runs_the_whole_exchange_and_leaves_nothing_running(tmp_path):
         "recall-requested",
         "recalled",
         "recall-refused",
+        "signed receipt",
+        "the bundle verifies",
         "demo complete",
     ):
         assert text in out, out
@@ -406,3 +423,49 @@ def test_signing_systems_are_registered_with_their_certificates(operated, tmp_pa
     assert proc.returncode == 1 and "--cert" in proc.stderr
     proc = lienthong("system", "add", "nothing", "--agency", G22, data_dir=data, check=False)
     assert proc.returncode == 1 and "secret" in proc.stderr
+
+
+def test_receipts_kept_beside_sent_packets_and_the_operators_audit_chain(operated, tmp_path):
+    import hashlib
+
+    from gateway.store.db import Database
+    from gateway.store.models import AuditEntry
+    from lienthong_client.receipts import check_receipt
+
+    data, gw, secrets = operated
+    gateway_cert = data / "gateway-cert.pem"
+    (tmp_path / "doc.edxml").write_bytes(new_document(G22, [H41]))
+    store = tmp_path / "sent"
+    sent = json.loads(
+        client(
+            gw.url, "vpcp", secrets["vpcp"], "--gateway-cert", str(gateway_cert),
+            "send", str(tmp_path / "doc.edxml"), "--store", str(store), "--json",
+        ).stdout
+    )[0]  # fmt: skip
+    doc_id = sent["docId"]
+    packet = next(store.glob(f"*/*/{doc_id}.edxml")).read_bytes()
+    receipt = next(store.glob(f"*/*/{doc_id}.receipt.xml")).read_bytes()
+    facts = check_receipt(receipt, gateway_cert.read_bytes(), packet)  # the sealed bytes that were sent
+    assert facts.doc_id == doc_id and facts.packet_sha256 == hashlib.sha256(packet).hexdigest()
+    out = client(
+        gw.url, "vpcp", secrets["vpcp"], "--gateway-cert", str(gateway_cert),
+        "receipts", doc_id, "-o", str(tmp_path / "receipts"), "--packet", str(next(store.glob(f"*/*/{doc_id}.edxml"))),
+    ).stdout  # fmt: skip
+    assert (
+        "1 receipts" in out and (tmp_path / "receipts" / doc_id / "submission-1.xml").read_bytes() == receipt
+    )
+
+    # what the operator did to set the gateway up is in the chain, and the chain is whole
+    db = Database(f"sqlite:///{data / 'lienthong.db'}")
+    with db.unit_of_work() as session:
+        from sqlalchemy import select
+
+        events = [json.loads(c) for c in session.scalars(select(AuditEntry.content).order_by(AuditEntry.seq))]
+    db.dispose()
+    actions = [(e["event"], e.get("action")) for e in events[:8]]
+    assert actions[0] == ("key", "gateway-test-key")
+    assert ("directory", "register") in actions and ("key", "seal-certificate") in actions
+    assert ("directory", "system") in actions
+    lienthong("audit", "seal", data_dir=data)
+    verified = lienthong("audit", "verify", data_dir=data)
+    assert "the chain is intact" in verified.stdout and "entries/s" in verified.stdout

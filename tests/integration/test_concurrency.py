@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.config import Config
 from lienthong_client import LienthongClient
 from tests.support.packets import new_document
 from tests.support.world import G22, H41, H49, World
@@ -80,5 +81,22 @@ def test_two_gateways_one_database(world: World, tmp_path):
         assert len(rows) == 2 * len(all_ids), "one delivery per recipient per packet"
         assert {r.transportState for r in rows} == {"done"}
         assert len({(r.docId, r.recipient) for r in rows}) == len(rows)
+
+        # both gateways appended to one audit chain at once: it is whole, one entry per event, no fork
+        from gateway import evidence
+        from gateway.keystore import load_document_signer
+
+        signer = load_document_signer(
+            Config.from_sources({}, data_dir=world.data_dir, database_url=world.database_url)
+        )
+        with world.db.unit_of_work() as session:
+            report = evidence.verify_database(session, {signer.fingerprint})
+        assert report.ok, (report.first_break, report.problems)
+        events = world.audit_entries()
+        accepted = [e["docId"] for e in events if e["event"] == "accepted" and e["docId"] in all_ids]
+        assert sorted(accepted) == sorted(all_ids)  # the resends of the same packet added nothing
+        assert sum(1 for e in events if e["event"] == "acknowledged" and e["docId"] in all_ids) == 2 * len(
+            all_ids
+        )
     finally:
         second.stop()

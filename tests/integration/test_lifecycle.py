@@ -312,3 +312,43 @@ def test_overdue_list_refuses_reversed_dates(world):
         "Client.Request.InvalidArgument",
     )
     assert vpcp.overdue(today - dt.timedelta(days=1), today) == []  # nothing is due yet
+
+
+def test_recalling_again_is_the_same_recall_whatever_its_form(world):
+    vpcp, nghean = world.client("vpcp"), world.client("nghean")
+    document = new_document(G22, [H41, H49])
+    vpcp.send(document)
+    recall = vpcp.send(status_for(document, G22, "13", "thu hồi"))
+    nghean.send(status_for(document, H41, "16", "đã thực hiện"))
+    before = world.snapshot()
+    again = vpcp.send(successor(document, RECALL, [H41, H49]))  # as a recall document this time
+    assert again.docId == recall.docId and again.duplicate is True
+    assert world.snapshot() == before  # the refusal (16) stands: a second recall does not reopen it
+
+
+def test_later_updates_after_a_recall_and_a_removal(world):
+    vpcp, nghean, quangninh = world.client("vpcp"), world.client("nghean"), world.client("quangninh")
+    document = new_document(G22, [H41, H49, G01])
+    first = vpcp.send(document)
+    vpcp.send(status_for(document, G22, "13", "thu hồi"))
+    world.client("platform").send(status_for(document, G01, "15"))  # G01 gave the document back
+    nghean.send(status_for(document, H41, "16", "giữ lại"))
+    quangninh.send(status_for(document, H49, "16", "giữ lại"))
+    # G01 no longer holds it: the update neither names nor removes it; H49 is removed
+    update = vpcp.send(successor(document, UPDATE, [H41], removed_receivers=[H49], same_document_id=True))
+    assert sorted(update.recipients) == sorted([H41, H49])
+    rows = rows_by_recipient(vpcp, update.docId)
+    assert rows[H49].lifecycle == "removed" and rows[H49].dueAt is None  # told, not a recipient
+    assert rows[H41].dueAt is not None
+    # a second update of the same DocumentId no longer concerns H49
+    second = vpcp.send(successor(document, UPDATE, [H41], same_document_id=True))
+    assert second.recipients == [H41]
+    assert rows_by_recipient(vpcp, first.docId)[G01].lifecycle == "recalled"
+
+
+def test_a_recipients_trace_does_not_list_the_other_recipients(world):
+    vpcp, nghean = world.client("vpcp"), world.client("nghean")
+    doc_id = vpcp.send(new_document(G22, [H41, H49])).docId
+    assert H49 in vpcp.trace(doc_id).events[0].detail
+    accepted = nghean.trace(doc_id).events[0]
+    assert accepted.kind == "accepted" and accepted.detail is None

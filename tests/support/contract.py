@@ -1,4 +1,4 @@
-"""The operation names other tools rely on (the national SDK's, then getTrace and getOverdueList): the
+"""The operation names other tools rely on (the national SDK's, then getTrace, getOverdueList and getReceipts): the
 tests pin them here."""
 
 OPERATIONS = {
@@ -12,4 +12,5 @@ OPERATIONS = {
     "deleteAgency",
     "getTrace",
     "getOverdueList",
+    "getReceipts",
 }

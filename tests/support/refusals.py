@@ -17,10 +17,15 @@ def still_serving(world) -> None:
 
 def refused(world, call, code: str) -> GatewayFault:
     """Run ``call``; it must fail with ``code`` and change nothing."""
-    before = world.snapshot()
+    before, audit_head = world.snapshot(), world.audit_head()
     with pytest.raises(GatewayFault) as caught:
         call()
     fault = caught.value
+    # the one thing a refusal adds: its audit entry, with the fault code and the correlation id
+    added = world.audit_entries(audit_head)
+    assert [(e["event"], e["code"], e["correlationId"]) for e in added] == [
+        ("refused", fault.code, fault.correlation_id)
+    ], added
     assert fault.code == code, fault
     assert fault.message and not any(word in fault.message for word in INTERNALS), fault.message
     assert fault.correlation_id and len(fault.correlation_id) >= 16

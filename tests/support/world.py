@@ -90,6 +90,12 @@ class TestPki:
         return SealChecker(TrustStore.from_pem(self.ca.cert_pem))
 
 
+#: tables a refused request writes to on purpose: the replay record (every signed request seen, accepted
+#: or refused, so that no signature is used twice) and the audit chain (every refusal is an event); they are
+#: not data a refusal may change. :func:`last_audit_entry` shows what the refusal added.
+BOOKKEEPING = frozenset({"replay_records", "audit_log", "audit_checkpoints"})
+
+
 class World:
     def __init__(
         self, base: Path, database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
@@ -209,15 +215,31 @@ class World:
         h = hashlib.sha256()
         with self.db.unit_of_work() as session:
             for table in Base.metadata.sorted_tables:
-                if table.name == "replay_records":
-                    # security bookkeeping written for every signed request seen, accepted or refused, so
-                    # that no signature is ever used twice; it is not data a refusal may have changed
+                if table.name in BOOKKEEPING:
                     continue
                 h.update(table.name.encode())
                 pk = list(table.primary_key.columns)
                 for row in session.execute(select(table).order_by(*pk)):
                     h.update(repr(tuple(row)).encode())
         return h.hexdigest()
+
+    def audit_entries(self, after: int = 0) -> list[dict]:
+        """The audit chain's entries after ``after``, as their content."""
+        import json
+
+        from gateway.store.models import AuditEntry
+
+        with self.db.unit_of_work() as session:
+            rows = session.scalars(select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq))
+            return [json.loads(r.content) for r in rows]
+
+    def audit_head(self) -> int:
+        from sqlalchemy import func
+
+        from gateway.store.models import AuditEntry
+
+        with self.db.unit_of_work() as session:
+            return session.scalar(select(func.max(AuditEntry.seq))) or 0
 
     def count(self, table: str) -> int:
         from sqlalchemy import func

@@ -156,3 +156,22 @@ def test_working_days_and_a_saturday_shift():
     for bad in ("", "fri-mon", "monday"):
         with pytest.raises(ValueError):
             parse_days(bad)
+
+
+def test_an_update_skips_recipients_that_gave_the_document_back():
+    plan = plan_successor(packet(UPDATE, ["H41", "H49"]), {"G22,1": ORIGINAL})  # G01 agreed to the recall
+    assert plan.targets == ((7, "H41"), (7, "H49"))
+    plan = plan_successor(packet(UPDATE, ["H41"], removed=["H49", "G01"]), {"G22,1": ORIGINAL})
+    assert plan.removed == ("H49",) and plan.recipients == ("H41", "H49")
+    pending = Original(7, "doc-7", "G22,1", {"H41": "recall-requested", "H49": None})
+    with pytest.raises(errors.OriginalRecalled):
+        plan_successor(packet(UPDATE, ["H41", "H49"]), {"G22,1": pending})
+
+
+def test_a_cutoff_with_an_offset_is_refused():
+    from gateway.config import Config
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cutoff"):
+        Config.from_sources({"LIENTHONG_CUTOFF": "17:00+07:00"}, data_dir="/tmp/x")
+    assert Config.from_sources({"LIENTHONG_CUTOFF": "16:30"}, data_dir="/tmp/x").cutoff == dt.time(16, 30)

@@ -1,0 +1,306 @@
+"""Evidence at the edge: appending to the audit chain, issuing receipts and checkpoints, verifying the chain
+in the database, and exporting an evidence bundle. The rules are in :mod:`gateway.core.evidence`.
+
+Appends are serialized: on PostgreSQL a transaction-scoped advisory lock is held from the append to the
+commit (the chain head is read under it), on SQLite writers are serialized by ``BEGIN IMMEDIATE``; the
+primary key on ``seq`` refuses a fork whatever happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import logging
+import uuid
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session
+
+from gateway.core import evidence as ev
+from gateway.core.seal import DocumentSigner
+from gateway.store.models import AuditCheckpoint, AuditEntry, Packet, Receipt
+
+log = logging.getLogger("lienthong.audit")
+
+#: pg_advisory_xact_lock key of the audit chain's head ("LTAUDIT" in ASCII)
+AUDIT_LOCK = 0x4C5441554449
+CHECKPOINT_EVERY = 1000
+
+
+def lock_chain(session: Session) -> None:
+    """Hold the chain's head until the commit (PostgreSQL; SQLite's writers are serialized already). Taken
+    once per transaction: a send takes it where it would otherwise take its recipients' queue locks, since
+    holding the head orders every queue as well."""
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get("audit_locked") is transaction:
+        return  # held already, until this transaction ends
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"key": AUDIT_LOCK})
+    session.info["audit_locked"] = session.get_transaction()
+
+
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_INSERT_ENTRY = insert(AuditEntry)
+_INSERT_RECEIPT = insert(Receipt)
+_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+
+
+def head(session: Session) -> tuple[int, bytes]:
+    row = session.execute(_HEAD).first()
+    return (row[0], bytes.fromhex(row[1])) if row else (0, ev.GENESIS)
+
+
+def append(session: Session, kind: str, now: dt.datetime, **content: Any) -> int:
+    """Append one entry in the caller's transaction (it becomes part of the chain when that commits);
+    returns its seq. ``content`` holds the event's facts (None values are left out)."""
+    lock_chain(session)
+    seq, previous = head(session)
+    seq += 1
+    data = ev.canonical({"seq": seq, "event": kind, "at": ev.iso(now), **content})
+    digest = ev.chain(previous, ev.content_digest(data))
+    session.execute(
+        _INSERT_ENTRY,
+        {"seq": seq, "kind": kind, "doc_id": content.get("docId"), "content": data, "hash": digest.hex()},
+    )
+    return seq
+
+
+def make_checkpoint(session: Session, signer: DocumentSigner, now: dt.datetime) -> AuditCheckpoint | None:
+    """Sign the chain head (committed by the caller); None if the head is already checkpointed."""
+    seq, chain_hash = head(session)
+    if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
+        return None
+    content = signer.sign(ev.checkpoint_tree(seq, chain_hash, now))
+    checkpoint = AuditCheckpoint(seq=seq, hash=chain_hash.hex(), created_at=now, content=content)
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def last_checkpoint_seq(session: Session) -> int:
+    return session.scalar(select(func.max(AuditCheckpoint.seq))) or 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedReceipt:
+    facts: ev.ReceiptFacts
+    content: bytes
+    #: the packet it is about (None: the packet being stored) and the recipient it concerns
+    packet_id: int | None
+    recipient: str | None
+
+
+def sign_receipt(
+    signer: DocumentSigner, facts: ev.ReceiptFacts, packet_id: int | None, recipient: str | None
+) -> SignedReceipt:
+    """Sign a receipt (no database work: done before any lock is taken)."""
+    return SignedReceipt(facts, signer.sign(ev.receipt_tree(facts)), packet_id, recipient)
+
+
+def store_receipts(session: Session, receipts: list[SignedReceipt], new_packet_id: int) -> None:
+    if receipts:
+        session.execute(
+            _INSERT_RECEIPT,
+            [
+                {
+                    "receipt_id": r.facts.receipt_id,
+                    "packet_id": r.packet_id if r.packet_id is not None else new_packet_id,
+                    "kind": r.facts.kind,
+                    "recipient_code": r.recipient,
+                    "created_at": r.facts.at,
+                    "content": r.content,
+                }
+                for r in receipts
+            ],
+        )
+
+
+def new_receipt_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- verifying the chain in the database ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ChainReport:
+    entries: int = 0
+    checkpoints: int = 0
+    last_seq: int = 0
+    first_break: ev.ChainBreak | None = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None and not self.problems
+
+
+def _entries(session: Session, start: int, batch: int = 20000) -> Iterator[tuple[int, bytes, str]]:
+    after = start
+    while True:
+        rows = session.execute(
+            select(AuditEntry.seq, AuditEntry.content, AuditEntry.hash)
+            .where(AuditEntry.seq > after)
+            .order_by(AuditEntry.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for seq, content, hash_hex in rows:
+            yield seq, bytes(content), hash_hex
+        after = rows[-1][0]
+
+
+def verify_database(session: Session, gateway_fingerprints: set[str], start: int = 0) -> ChainReport:
+    """Recompute the chain from entry ``start`` + 1 (anchored at the newest checkpoint at or before ``start``;
+    the whole chain for 0) and check every checkpoint's signature and hash against it."""
+    from gateway.core.seal import verify_document
+
+    report = ChainReport()
+    checkpoints = {
+        cp.seq: cp for cp in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
+    }
+    anchor_seq, anchor_hash = 0, ev.GENESIS
+    if start > 0:
+        earlier = [s for s in checkpoints if s <= start]
+        if earlier:
+            anchor_seq = max(earlier)
+    verified_hashes: dict[int, bytes] = {}
+    for seq, cp in checkpoints.items():
+        try:
+            doc = verify_document(bytes(cp.content))
+            cp_seq, cp_hash, _at = ev.read_checkpoint(doc.root)
+        except Exception as exc:  # noqa: BLE001 - every failure is a finding
+            report.problems.append(f"checkpoint {seq}: the signature does not verify ({exc})")
+            continue
+        if doc.fingerprint not in gateway_fingerprints:
+            report.problems.append(
+                f"checkpoint {seq}: signed by another key (SHA-256 {doc.fingerprint[:16]}…)"
+            )
+            continue
+        if cp_seq != seq or cp_hash.hex() != cp.hash:
+            report.problems.append(f"checkpoint {seq}: its row does not match what was signed")
+            continue
+        verified_hashes[seq] = cp_hash
+    if anchor_seq:
+        if anchor_seq not in verified_hashes:
+            report.problems.append(f"checkpoint {anchor_seq}, the starting point, does not verify")
+            return report
+        anchor_hash = verified_hashes[anchor_seq]
+    report.checkpoints = len(verified_hashes)
+
+    def watched() -> Iterator[tuple[int, bytes, str]]:
+        for entry in _entries(session, anchor_seq):
+            report.entries += 1
+            yield entry
+
+    # walk the chain, checking each checkpoint as the walk passes it
+    last_seq, last_hash = anchor_seq, anchor_hash
+    pending = sorted(s for s in verified_hashes if s > anchor_seq)
+    stream = watched()
+    for seq in [*pending, None]:
+
+        def upto(limit: int | None = seq) -> Iterator[tuple[int, bytes, str]]:
+            for entry in stream:
+                yield entry
+                if limit is not None and entry[0] >= limit:
+                    return
+
+        last_seq, last_hash, broken = ev.verify_chain(upto(), start_seq=last_seq, start_hash=last_hash)
+        if broken is not None:
+            report.first_break = broken
+            break
+        if seq is not None:
+            if last_seq != seq:
+                report.first_break = ev.ChainBreak(last_seq + 1, f"the chain ends before checkpoint {seq}")
+                break
+            if last_hash != verified_hashes[seq]:
+                report.first_break = ev.ChainBreak(
+                    seq, f"checkpoint {seq} signed another chain than this one"
+                )
+                break
+    report.last_seq = last_seq
+    return report
+
+
+# --- evidence bundles ---------------------------------------------------------------------------------------
+
+
+def _pem(der: bytes) -> bytes:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+
+def export_bundle(session: Session, signer: DocumentSigner, doc_id: str, now: dt.datetime) -> bytes:
+    """A self-contained zip about one packet: its bytes, the statuses about it, every receipt, the audit
+    entries concerning it with the chain proof between two signed checkpoints, and the certificates. The
+    caller commits (a checkpoint may be made to close the proof)."""
+    packet = session.scalars(select(Packet).where(Packet.doc_id == doc_id)).first()
+    if packet is None:
+        raise LookupError(doc_id)
+    files: dict[str, bytes] = {"packet.edxml": bytes(packet.content)}
+    statuses = session.scalars(
+        select(Packet)
+        .where(Packet.answers_packet_id == packet.id, Packet.message_type == "status")
+        .order_by(Packet.id)
+    ).all()
+    for status in statuses:
+        files[f"statuses/{status.doc_id}.edxml"] = bytes(status.content)
+    for receipt in session.scalars(
+        select(Receipt).where(Receipt.packet_id == packet.id).order_by(Receipt.id)
+    ):
+        files[f"receipts/{receipt.kind}-{receipt.receipt_id}.xml"] = bytes(receipt.content)
+    concerned_ids = [doc_id, *(s.doc_id for s in statuses)]
+    concerned = set(session.scalars(select(AuditEntry.seq).where(AuditEntry.doc_id.in_(concerned_ids))))
+    lines: list[str] = []
+    if concerned:
+        low, high = min(concerned), max(concerned)
+        start = session.scalar(select(func.max(AuditCheckpoint.seq)).where(AuditCheckpoint.seq < low)) or 0
+        end = session.scalar(select(func.min(AuditCheckpoint.seq)).where(AuditCheckpoint.seq >= high))
+        if end is None:
+            made = make_checkpoint(session, signer, now)
+            end = made.seq if made is not None else head(session)[0]
+        if start:
+            files["audit/checkpoint-start.xml"] = bytes(session.get(AuditCheckpoint, start).content)
+        files["audit/checkpoint-end.xml"] = bytes(session.get(AuditCheckpoint, end).content)
+        for seq, content, _hash in _entries(session, start):
+            if seq > end:
+                break
+            if seq in concerned:
+                lines.append(json.dumps({"seq": seq, "content": content.decode("utf-8")}, ensure_ascii=False))
+            else:
+                lines.append(json.dumps({"seq": seq, "digest": ev.content_digest(content).hex()}))
+        files["audit/entries.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
+    files["certs/gateway.pem"] = signer.certificate.public_bytes(serialization.Encoding.PEM)
+    files["README.txt"] = BUNDLE_README.format(doc_id=doc_id).encode("utf-8")
+    manifest = signer.sign(ev.manifest_tree(doc_id, files, now))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.xml", manifest)
+        for name in sorted(files):
+            z.writestr(name, files[name])
+    return out.getvalue()
+
+
+BUNDLE_README = """Evidence bundle for packet {doc_id}, made by a lienthong gateway.
+
+Check it with:  lienthong evidence verify THIS.zip --trust GATEWAY-OR-CA.pem [--trust AGENCY-CA.pem]
+
+or, signature by signature, with the xmlsec1 command line alone (unzip first):
+
+  xmlsec1 --verify --trusted-pem gateway-ca.pem manifest.xml       # the list of files and their SHA-256
+  sha256sum packet.edxml statuses/* receipts/* audit/* certs/*       # compare with manifest.xml
+  xmlsec1 --verify --trusted-pem agency-ca.pem packet.edxml         # the sending agency's seal
+  xmlsec1 --verify --trusted-pem gateway-ca.pem receipts/*.xml      # one file per call
+  xmlsec1 --verify --trusted-pem gateway-ca.pem audit/checkpoint-end.xml
+
+(With the gateway's self-signed test key, pass certs/gateway.pem itself as --trusted-pem after comparing
+its fingerprint with the one the operator publishes.)
+"""
