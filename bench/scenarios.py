@@ -134,6 +134,7 @@ def run_send(
     *,
     name: str = "send",
     requests: Sequence[bytes] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Clients post ``requests`` (default: the UsernameToken requests) back to back. ``send-x509`` is the
     same with the signing system's X.509-signed requests of the same packets."""
@@ -145,6 +146,7 @@ def run_send(
             settings.creds,
             workers=settings.workers,
             threads=settings.threads,
+            env=env,
         ) as tgt,
         monitor_mod.ProcessTreeMonitor(tgt.gateway.proc.pid) as mon,
     ):  # type: ignore[union-attr]

@@ -210,6 +210,7 @@ def target(
     workers: int,
     threads: int,
     start: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Target]:
     """A fresh database with the directory registered and, if ``start``, a gateway serving it."""
     url, data_dir, direct = databases.new(name)
@@ -222,7 +223,7 @@ def target(
         database_url=url,
         workers=workers,
         threads=threads,
-        env={"LIENTHONG_TRUST_ANCHORS": str(trust), "LIENTHONG_LOG_LEVEL": "INFO"},
+        env={"LIENTHONG_TRUST_ANCHORS": str(trust), "LIENTHONG_LOG_LEVEL": "INFO", **(env or {})},
         log_path=data_dir / "gateway.log",
     )
     try:
