@@ -96,14 +96,17 @@ def audit_verify_speed(url: str, signer: DocumentSigner, entries: int, console: 
             )
             if seq % evidence.CHECKPOINT_EVERY == 0:
                 at = start + dt.timedelta(milliseconds=seq)
+                before = checkpoints[-1] if checkpoints else {"seq": 0, "hash": ev.GENESIS.hex()}
+                cp = ev.Checkpoint(seq, previous, at, before["seq"], bytes.fromhex(before["hash"]))
                 checkpoints.append(
                     {
                         "seq": seq,
                         "hash": previous.hex(),
                         "created_at": at,
-                        "content": signer.sign(ev.checkpoint_tree(seq, previous, at)),
+                        "content": signer.sign(ev.checkpoint_tree(cp)),
                     }
                 )
+
             if len(rows) == 20000:
                 conn.execute(AuditEntry.__table__.insert(), rows)
                 rows = []

@@ -198,7 +198,11 @@ class LienthongClient:
                 # a duplicate is answered with the first packet's receipt (an idempotent status may differ
                 # in its bytes): then only its signature is checked here
                 result.receipt_facts = check_receipt(
-                    result.receipt, self.gateway_cert, None if result.duplicate else packet
+                    result.receipt,
+                    self.gateway_cert,
+                    None if result.duplicate else packet,
+                    doc_id=result.docId,
+                    kind="submission",
                 )
             except ReceiptRejected as exc:
                 raise GatewayFault("Client.Local.ReceiptRejected", str(exc), None) from None
@@ -214,7 +218,7 @@ class LienthongClient:
 
             for receipt in receipts:
                 try:
-                    check_receipt(receipt, self.gateway_cert, packet)
+                    check_receipt(receipt, self.gateway_cert, packet, doc_id=doc_id)
                 except ReceiptRejected as exc:
                     raise GatewayFault("Client.Local.ReceiptRejected", str(exc), None) from None
         return receipts

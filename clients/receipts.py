@@ -24,9 +24,16 @@ class ReceiptRejected(Exception):
     """A receipt that is not the gateway's, or not about the packet it should be about."""
 
 
-def check_receipt(data: bytes, gateway_cert_pem: bytes, packet: bytes | None = None) -> ev.ReceiptFacts:
-    """The facts of a receipt signed by the pinned gateway certificate (and, given ``packet``, naming its
-    exact bytes); ReceiptRejected otherwise."""
+def check_receipt(
+    data: bytes,
+    gateway_cert_pem: bytes,
+    packet: bytes | None = None,
+    *,
+    doc_id: str | None = None,
+    kind: str | None = None,
+) -> ev.ReceiptFacts:
+    """The facts of a receipt signed by the pinned gateway certificate (and, given them, naming the exact
+    bytes of ``packet``, the packet ``doc_id`` and being of ``kind``); ReceiptRejected otherwise."""
     pinned = x509.load_pem_x509_certificate(gateway_cert_pem)
     fingerprint = hashlib.sha256(pinned.public_bytes(serialization.Encoding.DER)).hexdigest()
     try:
@@ -41,6 +48,10 @@ def check_receipt(data: bytes, gateway_cert_pem: bytes, packet: bytes | None = N
         )
     if packet is not None and facts.packet_sha256 != hashlib.sha256(packet).hexdigest():
         raise ReceiptRejected("the receipt's digest does not match the packet that was sent")
+    if doc_id is not None and facts.doc_id != doc_id:
+        raise ReceiptRejected(f"the receipt is about packet {facts.doc_id}, not {doc_id}")
+    if kind is not None and facts.kind != kind:
+        raise ReceiptRejected(f"a {facts.kind} receipt where a {kind} receipt was expected")
     return facts
 
 

@@ -665,7 +665,7 @@ class Axis:
                         message_type=EDOC,
                         sender=original_sender,
                         sender_system=original_system,
-                        recipients=(packet.from_organ,),
+                        recipients=() if code == lifecycle.RECALL_REQUEST else (packet.from_organ,),
                         packet_sha256=original_sha256,
                         at=at,
                         status_code=code,
@@ -772,6 +772,8 @@ class Axis:
                         log.info("audit checkpoint signed at entry %d", made_seq)
 
             self.db.run(sign, write=True, retries=0)
+        except audit.ChainBroken as exc:
+            log.error("audit checkpoint refused: %s", exc.message)
         except Exception as exc:  # noqa: BLE001 - never fail a request for a checkpoint
             log.warning("could not sign an audit checkpoint: %s", exc)
 

@@ -24,7 +24,6 @@ import zipfile
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.markup import escape
@@ -36,7 +35,9 @@ from gateway.core.trust import TrustStore
 from gateway.core.xmlparse import parse_xml
 
 MAX_FILES = 10_000
-MAX_TOTAL = 2 * 1024**3
+MAX_TOTAL = 512 * 1024**2
+#: a file that inflates more than this is refused (a zip bomb)
+MAX_RATIO = 200
 
 
 @dataclasses.dataclass
@@ -61,17 +62,8 @@ class BundleReport:
         return {"ok": self.ok, **dataclasses.asdict(self)}
 
 
-def _certificate_trusted(cert: x509.Certificate, anchors: list[x509.Certificate]) -> bool:
-    der = cert.public_bytes(serialization.Encoding.DER)
-    for anchor in anchors:
-        if anchor.public_bytes(serialization.Encoding.DER) == der:
-            return True
-        try:
-            cert.verify_directly_issued_by(anchor)
-            return True
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-    return False
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _ca_store(anchors: list[x509.Certificate]) -> TrustStore:
@@ -95,6 +87,9 @@ def _read_zip(data: bytes, report: BundleReport) -> dict[str, bytes] | None:
     if len(infos) > MAX_FILES or sum(i.file_size for i in infos) > MAX_TOTAL:
         report.problems.append("the bundle is too large to be an evidence bundle")
         return None
+    if any(i.file_size > MAX_RATIO * max(i.compress_size, 1024) for i in infos):
+        report.problems.append("a file of the bundle inflates far beyond its compressed size (a zip bomb?)")
+        return None
     files: dict[str, bytes] = {}
     for info in infos:
         name = info.filename
@@ -111,45 +106,58 @@ def _read_zip(data: bytes, report: BundleReport) -> dict[str, bytes] | None:
 
 
 def verify_bundle(data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[bytes] = ()) -> BundleReport:
-    """``anchors_pem``: the gateway's certificate or the CA that issued it (the auditor's trust in the axis);
-    ``seal_anchors_pem``: the CAs of the agencies' seal certificates. Kept apart, so that no agency key can
-    pass for the gateway's."""
+    """``anchors_pem``: the gateway's certificates the auditor trusts, pinned exactly (the current one and
+    any earlier one, after a key change); ``seal_anchors_pem``: the CAs of the agencies' seal certificates.
+    Kept apart, so that no agency key can pass for the gateway's. Any malformed content is a failure in
+    the report, never an exception."""
     report = BundleReport()
+    try:
+        _verify(data, anchors_pem, seal_anchors_pem, report)
+    except Exception as exc:  # noqa: BLE001 - hostile input: every failure is a finding
+        report.problems.append(f"the bundle is malformed: {type(exc).__name__}: {str(exc)[:200]}")
+    return report
+
+
+def _verify(
+    data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[bytes], report: BundleReport
+) -> None:
     anchors: list[x509.Certificate] = []
     for pem in anchors_pem:
         anchors += x509.load_pem_x509_certificates(pem)
+    trusted = {_fingerprint(c) for c in anchors}
     seal_anchors: list[x509.Certificate] = []
     for pem in seal_anchors_pem:
         seal_anchors += x509.load_pem_x509_certificates(pem)
+    if not trusted:
+        report.problems.append(
+            "no gateway certificate to trust: give --trust with the gateway's certificate (its SHA-256 is "
+            "published by the operator); without it anyone could have signed this bundle"
+        )
     files = _read_zip(data, report)
     if files is None:
-        return report
+        return
 
     # 1. the manifest
     manifest_bytes = files.pop("manifest.xml", None)
     if manifest_bytes is None:
         report.problems.append("manifest.xml is missing: nothing in the bundle can be trusted")
-        return report
+        return
     try:
         manifest = verify_document(manifest_bytes)
         report.doc_id, listed = ev.read_manifest(manifest.root)
     except (errors.LienthongError, ValueError) as exc:
         report.problems.append(f"manifest.xml: the gateway's signature does not verify ({_why(exc)})")
-        return report
+        return
     gateway = manifest.signer
     report.gateway_fingerprint = manifest.fingerprint
-    if anchors:
-        report.gateway_anchored = _certificate_trusted(gateway, anchors)
-        if not report.gateway_anchored:
+    report.gateway_anchored = manifest.fingerprint in trusted
+    if not report.gateway_anchored:
+        if trusted:
             report.problems.append(
                 f"the bundle is signed by a gateway certificate you did not trust "
                 f"(SHA-256 {manifest.fingerprint}, {gateway.subject.rfc4514_string()})"
             )
-    else:
-        report.notes.append(
-            f"no --trust given: the signatures hold, but compare the gateway certificate's SHA-256 "
-            f"{manifest.fingerprint} with the one the operator publishes"
-        )
+        return  # nothing else in it can be believed
 
     # 2. the files, exactly
     for name in sorted(set(files) - set(listed)):
@@ -168,7 +176,7 @@ def verify_bundle(data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[
     packet = files.get("packet.edxml")
     if packet is None:
         report.problems.append("packet.edxml is missing")
-        return report
+        return
     packet_sha256 = hashlib.sha256(packet).hexdigest()
 
     # 3. receipts
@@ -180,7 +188,7 @@ def verify_bundle(data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[
         except (errors.LienthongError, ValueError) as exc:
             report.problems.append(f"{name}: not a valid receipt ({_why(exc)})")
             continue
-        if doc.fingerprint != manifest.fingerprint:
+        if doc.fingerprint not in trusted:
             report.problems.append(
                 f"{name} is signed by another key than the gateway's (SHA-256 {doc.fingerprint[:16]}…)"
             )
@@ -208,7 +216,8 @@ def verify_bundle(data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[
         _check_seal(name, files[name], store, at, report)
 
     # 5. the audit chain
-    _check_audit(files, manifest.fingerprint, receipts, report)
+    status_ids = {n[len("statuses/") : -len(".edxml")] for n in files if n.startswith("statuses/")}
+    _check_audit(files, trusted, receipts, report, {report.doc_id, *status_ids})
 
     # what happened, for people
     if submissions:
@@ -236,7 +245,6 @@ def verify_bundle(data: bytes, anchors_pem: list[bytes], seal_anchors_pem: list[
                     "statusDocId": r.status_doc_id,
                 }
             )
-    return report
 
 
 def manifest_time(root: Any) -> Any:
@@ -268,7 +276,11 @@ def _check_seal(name: str, data: bytes, store: TrustStore, at: Any, report: Bund
 
 
 def _check_audit(
-    files: dict[str, bytes], gateway_fp: str, receipts: list[ev.ReceiptFacts], report: BundleReport
+    files: dict[str, bytes],
+    trusted: set[str],
+    receipts: list[ev.ReceiptFacts],
+    report: BundleReport,
+    concerned: set[str],
 ) -> None:
     lines = files.get("audit/entries.jsonl")
     end_doc = files.get("audit/checkpoint-end.xml")
@@ -281,22 +293,20 @@ def _check_audit(
             continue
         try:
             doc = verify_document(files[name])
-            if doc.fingerprint != gateway_fp:
+            if doc.fingerprint not in trusted:
                 raise ValueError("signed by another key than the gateway's")
             checkpoints[name] = ev.read_checkpoint(doc.root)
         except (errors.LienthongError, ValueError) as exc:
             report.problems.append(f"{name}: the checkpoint signature does not verify ({_why(exc)})")
             return
-    start_seq, start_hash = (
-        (checkpoints["audit/checkpoint-start.xml"][:2])
-        if "audit/checkpoint-start.xml" in checkpoints
-        else (0, ev.GENESIS)
-    )
-    end_seq, end_hash, _ = checkpoints["audit/checkpoint-end.xml"]
+    start = checkpoints.get("audit/checkpoint-start.xml")
+    start_seq, start_hash = (start.seq, start.chain_hash) if start else (0, ev.GENESIS)
+    end = checkpoints["audit/checkpoint-end.xml"]
+    end_seq, end_hash = end.seq, end.chain_hash
     current, expected = start_hash, start_seq + 1
     contents: dict[int, dict[str, Any]] = {}
     try:
-        for line in lines.decode("utf-8").splitlines():
+        for line in lines.decode("utf-8").split("\n"):
             if not line.strip():
                 continue
             item = json.loads(line)
@@ -310,6 +320,11 @@ def _check_audit(
                 entry = json.loads(content)
                 if entry.get("seq") != item["seq"]:
                     report.problems.append(f"audit entry {item['seq']} carries another sequence number")
+                    return
+                if entry.get("docId") not in concerned:
+                    report.problems.append(
+                        f"audit entry {item['seq']} is about another packet ({entry.get('docId')})"
+                    )
                     return
                 contents[item["seq"]] = entry
                 digest = ev.content_digest(content)
@@ -335,7 +350,7 @@ def _check_audit(
                 f"no audit entry in the bundle records the {r.kind} receipt {r.receipt_id}"
             )
     for entry in contents.values():
-        if entry.get("event") == "delivered":
+        if entry.get("event") == "delivered" and entry.get("docId") == report.doc_id:
             report.deliveries.append(
                 {"recipient": entry.get("recipient"), "at": entry.get("at"), "system": entry.get("system")}
             )

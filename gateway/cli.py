@@ -690,9 +690,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     import time
 
     from gateway import evidence
+    from gateway.keystore import key_paths
 
     config = _config(args)
-    fingerprints = {_document_signer(config).fingerprint}
+    # the certificate is enough (an auditor has no private key); earlier ones after a key change
+    fingerprints = {fingerprint_of_file(str(key_paths(config)[1]))}
     for extra in args.gateway_cert or []:
         fingerprints.add(fingerprint_of_file(extra))
     db = _db(config)
@@ -977,8 +979,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--trust",
         action="append",
+        required=True,
         metavar="PEM",
-        help="the gateway's certificate, or the CA that issued it (repeatable)",
+        help="the gateway's certificate (compare its SHA-256 with the one the operator publishes); repeat "
+        "for an earlier one after a key change",
     )
     s.add_argument(
         "--seal-trust",

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from gateway import errors
 from gateway.core import evidence as ev
 from gateway.core.seal import DocumentSigner
 from gateway.store.models import AuditCheckpoint, AuditEntry, Packet, Receipt
@@ -71,13 +72,51 @@ def append(session: Session, kind: str, now: dt.datetime, **content: Any) -> int
     return seq
 
 
+class ChainBroken(errors.LienthongError):
+    """The entries since the last checkpoint do not chain: the gateway will not sign such a head."""
+
+    code = "Audit.ChainBroken"
+
+
+def _newest_checkpoint(session: Session, signer_fingerprints: set[str]) -> ev.Checkpoint:
+    row = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)).first()
+    if row is None:
+        return ev.Checkpoint(0, ev.GENESIS, dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    from gateway.core.seal import verify_document
+
+    doc = verify_document(bytes(row.content))
+    cp = ev.read_checkpoint(doc.root)
+    if doc.fingerprint not in signer_fingerprints or cp.seq != row.seq or cp.chain_hash.hex() != row.hash:
+        raise ChainBroken(
+            f"the newest checkpoint (entry {row.seq}) does not verify; run `lienthong audit verify`"
+        )
+    return cp
+
+
 def make_checkpoint(session: Session, signer: DocumentSigner, now: dt.datetime) -> AuditCheckpoint | None:
-    """Sign the chain head (committed by the caller); None if the head is already checkpointed."""
+    """Sign the chain head (the caller commits); None if it is checkpointed already. The entries since the
+    newest checkpoint are checked first — a head the chain does not lead to is never signed (ChainBroken)
+    — and the new checkpoint names the one before it, so checkpoints form a chain of their own."""
+    lock_chain(session)  # one signer at a time, and no append in between
     seq, chain_hash = head(session)
-    if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
+    last = _newest_checkpoint(session, {signer.fingerprint})
+    if seq == 0 or seq <= last.seq:
         return None
-    content = signer.sign(ev.checkpoint_tree(seq, chain_hash, now))
-    checkpoint = AuditCheckpoint(seq=seq, hash=chain_hash.hex(), created_at=now, content=content)
+    reached, reached_hash, broken = ev.verify_chain(
+        ((s, c, h) for s, c, h, _k, _d in _entries(session, last.seq)),
+        start_seq=last.seq,
+        start_hash=last.chain_hash,
+    )
+    if broken is not None or reached != seq or reached_hash != chain_hash:
+        raise ChainBroken(
+            f"the audit chain is broken after checkpoint {last.seq}"
+            + (f" at entry {broken.seq}: {broken.reason}" if broken else "")
+            + "; run `lienthong audit verify`"
+        )
+    cp = ev.Checkpoint(seq, chain_hash, now, last.seq, last.chain_hash)
+    checkpoint = AuditCheckpoint(
+        seq=seq, hash=chain_hash.hex(), created_at=now, content=signer.sign(ev.checkpoint_tree(cp))
+    )
     session.add(checkpoint)
     session.flush()
     return checkpoint
@@ -141,19 +180,22 @@ class ChainReport:
         return self.first_break is None and not self.problems
 
 
-def _entries(session: Session, start: int, batch: int = 20000) -> Iterator[tuple[int, bytes, str]]:
+def _entries(
+    session: Session, start: int, batch: int = 20000
+) -> Iterator[tuple[int, bytes, str, str, str | None]]:
+    """(seq, content, hash, kind, doc_id) of the entries after ``start``, in order."""
     after = start
     while True:
         rows = session.execute(
-            select(AuditEntry.seq, AuditEntry.content, AuditEntry.hash)
+            select(AuditEntry.seq, AuditEntry.content, AuditEntry.hash, AuditEntry.kind, AuditEntry.doc_id)
             .where(AuditEntry.seq > after)
             .order_by(AuditEntry.seq)
             .limit(batch)
         ).all()
         if not rows:
             return
-        for seq, content, hash_hex in rows:
-            yield seq, bytes(content), hash_hex
+        for seq, content, hash_hex, kind, doc_id in rows:
+            yield seq, bytes(content), hash_hex, kind, doc_id
         after = rows[-1][0]
 
 
@@ -172,10 +214,11 @@ def verify_database(session: Session, gateway_fingerprints: set[str], start: int
         if earlier:
             anchor_seq = max(earlier)
     verified_hashes: dict[int, bytes] = {}
-    for seq, cp in checkpoints.items():
+    previous = (0, ev.GENESIS)
+    for seq, row in checkpoints.items():
         try:
-            doc = verify_document(bytes(cp.content))
-            cp_seq, cp_hash, _at = ev.read_checkpoint(doc.root)
+            doc = verify_document(bytes(row.content))
+            cp = ev.read_checkpoint(doc.root)
         except Exception as exc:  # noqa: BLE001 - every failure is a finding
             report.problems.append(f"checkpoint {seq}: the signature does not verify ({exc})")
             continue
@@ -184,10 +227,16 @@ def verify_database(session: Session, gateway_fingerprints: set[str], start: int
                 f"checkpoint {seq}: signed by another key (SHA-256 {doc.fingerprint[:16]}…)"
             )
             continue
-        if cp_seq != seq or cp_hash.hex() != cp.hash:
+        if cp.seq != seq or cp.chain_hash.hex() != row.hash:
             report.problems.append(f"checkpoint {seq}: its row does not match what was signed")
             continue
-        verified_hashes[seq] = cp_hash
+        if (cp.previous_seq, cp.previous_hash) != previous:
+            report.problems.append(
+                f"checkpoint {seq} follows checkpoint {cp.previous_seq}, but the one before it here is "
+                f"{previous[0]}: a checkpoint was deleted or replaced"
+            )
+        previous = (seq, cp.chain_hash)
+        verified_hashes[seq] = cp.chain_hash
     if anchor_seq:
         if anchor_seq not in verified_hashes:
             report.problems.append(f"checkpoint {anchor_seq}, the starting point, does not verify")
@@ -196,9 +245,14 @@ def verify_database(session: Session, gateway_fingerprints: set[str], start: int
     report.checkpoints = len(verified_hashes)
 
     def watched() -> Iterator[tuple[int, bytes, str]]:
-        for entry in _entries(session, anchor_seq):
+        for seq, content, hash_hex, kind, doc_id in _entries(session, anchor_seq):
             report.entries += 1
-            yield entry
+            # the query columns are not hashed: they must say what the hashed content says
+            if f'"event":"{kind}"'.encode() not in content or (
+                doc_id is not None and f'"docId":"{doc_id}"'.encode() not in content
+            ):
+                report.problems.append(f"entry {seq}: its kind or docId column differs from its content")
+            yield seq, content, hash_hex
 
     # walk the chain, checking each checkpoint as the walk passes it
     last_seq, last_hash = anchor_seq, anchor_hash
@@ -270,11 +324,12 @@ def export_bundle(session: Session, signer: DocumentSigner, doc_id: str, now: dt
         if start:
             files["audit/checkpoint-start.xml"] = bytes(session.get(AuditCheckpoint, start).content)
         files["audit/checkpoint-end.xml"] = bytes(session.get(AuditCheckpoint, end).content)
-        for seq, content, _hash in _entries(session, start):
+        for seq, content, _hash, _kind, _doc in _entries(session, start):
             if seq > end:
                 break
             if seq in concerned:
-                lines.append(json.dumps({"seq": seq, "content": content.decode("utf-8")}, ensure_ascii=False))
+                # ASCII only: a line separator inside a text (U+2028) must not split the line
+                lines.append(json.dumps({"seq": seq, "content": content.decode("utf-8")}))
             else:
                 lines.append(json.dumps({"seq": seq, "digest": ev.content_digest(content).hex()}))
         files["audit/entries.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
@@ -291,7 +346,7 @@ def export_bundle(session: Session, signer: DocumentSigner, doc_id: str, now: dt
 
 BUNDLE_README = """Evidence bundle for packet {doc_id}, made by a lienthong gateway.
 
-Check it with:  lienthong evidence verify THIS.zip --trust GATEWAY-OR-CA.pem [--trust AGENCY-CA.pem]
+Check it with:  lienthong evidence verify THIS.zip --trust GATEWAY-CERT.pem [--seal-trust AGENCY-CA.pem]
 
 or, signature by signature, with the xmlsec1 command line alone (unzip first):
 

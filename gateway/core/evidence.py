@@ -188,22 +188,41 @@ def read_receipt(root: etree._Element) -> ReceiptFacts:
     )
 
 
-def checkpoint_tree(seq: int, chain_hash: bytes, at: dt.datetime) -> etree._Element:
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement: entry ``seq`` has hash ``chain_hash``; the checkpoint before it was at
+    ``previous_seq`` with ``previous_hash`` (0 and 32 zero bytes for the first), so checkpoints form a chain
+    of their own and a deleted one is missed."""
+
+    seq: int
+    chain_hash: bytes
+    at: dt.datetime
+    previous_seq: int = 0
+    previous_hash: bytes = GENESIS
+
+
+def checkpoint_tree(cp: Checkpoint) -> etree._Element:
     root = etree.Element(_q("AuditCheckpoint"), nsmap={None: EVIDENCE_NS})
     root.set("version", "1")
-    _el(root, "Seq", str(seq))
-    _el(root, "ChainHash", chain_hash.hex())
-    _el(root, "Time", iso(at))
+    _el(root, "Seq", str(cp.seq))
+    _el(root, "ChainHash", cp.chain_hash.hex())
+    _el(root, "Previous", seq=str(cp.previous_seq), hash=cp.previous_hash.hex())
+    _el(root, "Time", iso(cp.at))
     return root
 
 
-def read_checkpoint(root: etree._Element) -> tuple[int, bytes, dt.datetime]:
+def read_checkpoint(root: etree._Element) -> Checkpoint:
     if root.tag != _q("AuditCheckpoint"):
         raise ValueError("not an audit checkpoint")
-    return (
-        int(root.findtext(_q("Seq")) or "-1"),
-        bytes.fromhex(root.findtext(_q("ChainHash")) or ""),
-        parse_iso(root.findtext(_q("Time")) or ""),
+    previous = root.find(_q("Previous"))
+    if previous is None:
+        raise ValueError("the checkpoint names no previous checkpoint")
+    return Checkpoint(
+        seq=int(root.findtext(_q("Seq")) or "-1"),
+        chain_hash=bytes.fromhex(root.findtext(_q("ChainHash")) or ""),
+        at=parse_iso(root.findtext(_q("Time")) or ""),
+        previous_seq=int(previous.get("seq", "-1")),
+        previous_hash=bytes.fromhex(previous.get("hash", "")),
     )
 
 

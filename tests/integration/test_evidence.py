@@ -415,3 +415,63 @@ def func_max():  # type: ignore[no-untyped-def]
     from sqlalchemy import func
 
     return func.max(AuditCheckpoint.seq)
+
+
+def test_checkpoints_chain_and_a_broken_chain_is_never_signed(world):
+    a_life(world)
+    lienthong(world, "audit", "seal")
+    a_life(world)
+    lienthong(world, "audit", "seal")
+    a_life(world)
+    lienthong(world, "audit", "seal")
+    assert "the chain is intact" in lienthong(world, "audit", "verify").stdout
+    with world.db.unit_of_work() as session:
+        middle = sorted(session.scalars(select(AuditCheckpoint.seq)))[-2]
+        row = session.get(AuditCheckpoint, middle)
+        saved = (row.seq, row.hash, row.created_at, bytes(row.content))
+    # a checkpoint deleted from the middle is missed by the next one
+    with world.db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq = :s"), {"s": middle})
+    proc = lienthong(world, "audit", "verify", "--json", check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and any("was deleted or replaced" in p for p in report["problems"]), report
+    with world.db.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO audit_checkpoints (seq, hash, created_at, content) VALUES (:s, :h, :t, :c)"),
+            dict(zip(("s", "h", "t", "c"), saved, strict=True)),
+        )
+    # an entry after the newest checkpoint is changed: the gateway refuses to sign that head
+    a_life(world)
+    head = world.audit_head()
+    with world.db.engine.begin() as conn:
+        original = conn.execute(
+            text("SELECT content FROM audit_log WHERE seq = :s"), {"s": head}
+        ).scalar_one()
+        conn.execute(
+            text("UPDATE audit_log SET content = :c WHERE seq = :s"), {"c": bytes(original) + b" ", "s": head}
+        )
+    proc = lienthong(world, "audit", "seal", check=False)
+    assert proc.returncode == 1 and "broken" in proc.stderr
+    with world.db.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET content = :c WHERE seq = :s"), {"c": original, "s": head})
+    assert "checkpoint signed" in lienthong(world, "audit", "seal").stdout
+
+
+def test_a_bundle_needs_a_trusted_gateway_certificate_and_survives_odd_text(world, tmp_path):
+    from gateway.bundle import verify_bundle
+
+    vpcp, nghean = world.client("vpcp"), world.client("nghean")
+    sealed = world.seal(new_document(G22, [H41]), G22)
+    doc_id = vpcp.send(sealed).docId
+    nghean.fetch(doc_id)
+    nghean.ack(doc_id, "fail", "dòng\u2028mới\u0085và\nthêm")  # line separators in a reason
+    nghean.ack(doc_id, "done")
+    path = tmp_path / "b.zip"
+    lienthong(world, "evidence", "export", doc_id, "-o", str(path))
+    assert verify_bundle(path.read_bytes(), [world.gateway_cert]).ok
+    report = verify_bundle(path.read_bytes(), [])
+    assert not report.ok and any("no gateway certificate to trust" in p for p in report.problems)
+    proc = lienthong(world, "evidence", "verify", str(path), check=False)
+    assert proc.returncode == 2  # --trust is required
+    for junk in (b"", b"PK\x03\x04garbage", path.read_bytes()[:200]):
+        assert not verify_bundle(junk, [world.gateway_cert]).ok

@@ -77,6 +77,7 @@ def test_documents_round_trip():
         by_system="nghean",
     )
     assert ev.read_receipt(ev.receipt_tree(facts)) == facts
-    assert ev.read_checkpoint(ev.checkpoint_tree(9, b"\1" * 32, AT)) == (9, b"\1" * 32, AT)
+    cp = ev.Checkpoint(9, b"\1" * 32, AT, 4, b"\2" * 32)
+    assert ev.read_checkpoint(ev.checkpoint_tree(cp)) == cp
     doc_id, files = ev.read_manifest(ev.manifest_tree("d1", {"a": b"x"}, AT))
     assert doc_id == "d1" and files == {"a": hashlib.sha256(b"x").hexdigest()}
