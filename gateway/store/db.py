@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's own busy handler only
+    fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -92,6 +99,36 @@ def database_errors() -> Iterator[None]:
         raise
 
 
+class WriterLock:
+    """One writing transaction at a time on a SQLite file, across the threads and processes of every gateway
+    on it. Writers wait in the kernel (``flock``) and are woken when the lock is free, instead of in SQLite's
+    busy handler, which polls with sleeps of up to 100 ms and gave sendEdoc a p99 of hundreds of ms under
+    load. A process that dies releases it. Reentrant within a thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread = threading.RLock()
+        self._fd: int | None = None
+        self._pid = 0
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread:
+            if self._depth == 0:
+                if self._fd is None or self._pid != os.getpid():  # not a descriptor inherited over fork
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                    self._pid = os.getpid()
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 class Database:
     """The engine and the session factory of one gateway process."""
 
@@ -99,6 +136,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        parsed = make_url(url)
+        path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        self._writer = WriterLock(f"{path}.writer-lock") if path and path != ":memory:" and fcntl else None
 
     @property
     def backend(self) -> str:
@@ -107,7 +147,8 @@ class Database:
     @contextlib.contextmanager
     def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
         """A session in one transaction. Nothing is kept unless the block calls ``session.commit()``."""
-        with database_errors(), self._sessions() as session:
+        writer = self._writer.hold() if write and self._writer is not None else contextlib.nullcontext()
+        with writer, database_errors(), self._sessions() as session:
             try:
                 if write:
                     session.connection(execution_options={"lienthong_write": True})
