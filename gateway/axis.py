@@ -1205,21 +1205,8 @@ class Axis:
     def trace(self, credentials: object | None, doc_id: str) -> Trace:
         """A packet's life: to its sender everything, to a recipient its own part only."""
         with self.db.unit_of_work() as session:
-            identity = self.authenticator.authenticate(session, credentials)
-            doc_id = (doc_id or "").strip()
-            packet = repo.packet_by_doc_id(session, doc_id) if doc_id else None
-            if packet is None:
-                raise errors.UnknownDocId(f"no packet has docId {doc_id!r}", doc_id=doc_id)
-            if identity.may_act_for(packet.sender_code):
-                return build_trace(session, packet, None)
-            mine = repo.deliveries_for(session, packet.id, identity.agencies)
-            if not mine:
-                raise errors.NotAddressee(
-                    f"packet {doc_id} was neither sent by nor addressed to an agency of system "
-                    f"{identity.system_id}",
-                    doc_id=doc_id,
-                )
-            return build_trace(session, packet, [d.recipient_code for d in mine])
+            packet, part = self._sender_or_recipient(session, credentials, doc_id)
+            return build_trace(session, packet, part)
 
     # getReceipts
 
@@ -1227,21 +1214,28 @@ class Axis:
         """The gateway's signed receipts about a packet: to its sender all of them, to a recipient the
         submission receipt and its own."""
         with self.db.unit_of_work() as session:
-            identity = self.authenticator.authenticate(session, credentials)
-            doc_id = (doc_id or "").strip()
-            packet = repo.packet_by_doc_id(session, doc_id) if doc_id else None
-            if packet is None:
-                raise errors.UnknownDocId(f"no packet has docId {doc_id!r}", doc_id=doc_id)
-            if identity.may_act_for(packet.sender_code):
-                return repo.receipts_of(session, packet.id, None)
-            mine = repo.deliveries_for(session, packet.id, identity.agencies)
-            if not mine:
-                raise errors.NotAddressee(
-                    f"packet {doc_id} was neither sent by nor addressed to an agency of system "
-                    f"{identity.system_id}",
-                    doc_id=doc_id,
-                )
-            return repo.receipts_of(session, packet.id, [d.recipient_code for d in mine])
+            packet, part = self._sender_or_recipient(session, credentials, doc_id)
+            return repo.receipts_of(session, packet.id, part)
+
+    def _sender_or_recipient(
+        self, session: Session, credentials: object | None, doc_id: str
+    ) -> tuple[Packet, list[str] | None]:
+        """The packet and the caller's part of it: None for its sender (everything), else the recipients
+        among the caller's agencies; NotAddressee for anyone else."""
+        identity = self.authenticator.authenticate(session, credentials)
+        doc_id = (doc_id or "").strip()
+        packet = repo.packet_by_doc_id(session, doc_id) if doc_id else None
+        if packet is None:
+            raise errors.UnknownDocId(f"no packet has docId {doc_id!r}", doc_id=doc_id)
+        if identity.may_act_for(packet.sender_code):
+            return packet, None
+        mine = repo.deliveries_for(session, packet.id, identity.agencies)
+        if not mine:
+            raise errors.NotAddressee(
+                f"packet {doc_id} was neither sent by nor addressed to an agency of system {identity.system_id}",
+                doc_id=doc_id,
+            )
+        return packet, [d.recipient_code for d in mine]
 
     # getOverdueList
 
@@ -1276,15 +1270,7 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             _require_admin(identity)
             agency = upsert_agency(session, info, self.clock())
-            if self.evidence.enabled:
-                audit.append(
-                    session,
-                    "directory",
-                    self.clock(),
-                    action="register",
-                    agency=agency.code,
-                    system=identity.system_id,
-                )
+            self._audit_directory(session, "register", agency.code, identity)
             session.commit()
             return _agency_info(agency)
 
@@ -1297,19 +1283,17 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             _require_admin(identity)
             agency = deactivate_agency(session, code, self.clock())
-            if self.evidence.enabled:
-                audit.append(
-                    session,
-                    "directory",
-                    self.clock(),
-                    action="deactivate",
-                    agency=agency.code,
-                    system=identity.system_id,
-                )
+            self._audit_directory(session, "deactivate", agency.code, identity)
             session.commit()
             return _agency_info(agency)
 
         return self.db.run(operation, write=True, retries=0)
+
+    def _audit_directory(self, session: Session, action: str, agency: str, identity: Identity) -> None:
+        if self.evidence.enabled:
+            audit.append(
+                session, "directory", self.clock(), action=action, agency=agency, system=identity.system_id
+            )
 
     # helpers
 
