@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import errors
 from gateway.core import evidence as ev
 from gateway.core.seal import DocumentSigner
 from gateway.store.models import AuditCheckpoint, AuditEntry, Packet, Receipt
+from gateway.store.raw import Raw
 
 log = logging.getLogger("lienthong.audit")
 
@@ -41,19 +42,14 @@ def lock_chain(session: Session) -> None:
     transaction = session.get_transaction()
     if transaction is not None and session.info.get("audit_locked") is transaction:
         return  # held already, until this transaction ends
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK, {"key": AUDIT_LOCK})
+    raw = Raw(session)
+    if raw.pg:
+        raw.one("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
     session.info["audit_locked"] = session.get_transaction()
 
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_INSERT_ENTRY = insert(AuditEntry)
-_INSERT_RECEIPT = insert(Receipt)
-_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-
-
 def head(session: Session) -> tuple[int, bytes]:
-    row = session.execute(_HEAD).first()
+    row = Raw(session).one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     return (row[0], bytes.fromhex(row[1])) if row else (0, ev.GENESIS)
 
 
@@ -65,9 +61,9 @@ def append(session: Session, kind: str, now: dt.datetime, **content: Any) -> int
     seq += 1
     data = ev.canonical({"seq": seq, "event": kind, "at": ev.iso(now), **content})
     digest = ev.chain(previous, ev.content_digest(data))
-    session.execute(
-        _INSERT_ENTRY,
-        {"seq": seq, "kind": kind, "doc_id": content.get("docId"), "content": data, "hash": digest.hex()},
+    Raw(session).execute(
+        "INSERT INTO audit_log (seq, kind, doc_id, content, hash) VALUES (?, ?, ?, ?, ?)",
+        (seq, kind, content.get("docId"), data, digest.hex()),
     )
     return seq
 
@@ -144,17 +140,19 @@ def sign_receipt(
 
 def store_receipts(session: Session, receipts: list[SignedReceipt], new_packet_id: int) -> None:
     if receipts:
-        session.execute(
-            _INSERT_RECEIPT,
+        raw = Raw(session)
+        raw.many(
+            "INSERT INTO receipts (receipt_id, packet_id, kind, recipient_code, created_at, content) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [
-                {
-                    "receipt_id": r.facts.receipt_id,
-                    "packet_id": r.packet_id if r.packet_id is not None else new_packet_id,
-                    "kind": r.facts.kind,
-                    "recipient_code": r.recipient,
-                    "created_at": r.facts.at,
-                    "content": r.content,
-                }
+                (
+                    r.facts.receipt_id,
+                    r.packet_id if r.packet_id is not None else new_packet_id,
+                    r.facts.kind,
+                    r.recipient,
+                    raw.time(r.facts.at),
+                    r.content,
+                )
                 for r in receipts
             ],
         )

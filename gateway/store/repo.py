@@ -6,14 +6,13 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Row, Select, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import Row, Select, case, func, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from gateway.core.lifecycle import Original
 from gateway.core.routing import AgencyState
 from gateway.store.models import (
     Agency,
-    AgencyCertificate,
     Delivery,
     Event,
     Packet,
@@ -21,6 +20,7 @@ from gateway.store.models import (
     System,
     SystemAgency,
 )
+from gateway.store.raw import Raw, placeholders
 
 INBOX_STATES = ("pending", "fetched", "processing", "fail")
 
@@ -33,8 +33,13 @@ def get_agency(session: Session, code: str) -> Agency | None:
 
 
 def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencyState]:
-    rows = session.execute(_STATES, {"codes": list(codes)})
-    return {code: AgencyState(code=code, active=active) for code, active in rows}
+    codes = list(codes)
+    if not codes:
+        return {}
+    rows = Raw(session).all(
+        f"SELECT code, active FROM agencies WHERE code IN ({placeholders(len(codes))})", codes
+    )
+    return {code: AgencyState(code=code, active=bool(active)) for code, active in rows}
 
 
 def list_agencies(session: Session, text_filter: str | None = None) -> Sequence[Agency]:
@@ -91,10 +96,8 @@ def delivery_of_document(
 
 
 def recipients_of(session: Session, packet_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(Delivery.recipient_code).where(Delivery.packet_id == packet_id).order_by(Delivery.id)
-        )
+    return Raw(session).scalars(
+        "SELECT recipient_code FROM deliveries WHERE packet_id = ? ORDER BY id", (packet_id,)
     )
 
 
@@ -220,47 +223,33 @@ def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime, due: dt
     return [r[0] for r in rows]
 
 
-# --- the hot path: prepared column queries, no ORM objects (sendEdoc runs these on every packet) ---------
-# Built once: SQLAlchemy then reuses their compiled form; only the parameters change per call.
-
-_LOGIN = select(System.secret_hash, System.active, System.is_admin, System.auth_method).where(
-    System.id == bindparam("system_id")
-)
-_SYSTEM_AGENCIES = select(SystemAgency.agency_code).where(SystemAgency.system_id == bindparam("system_id"))
-_POLICIES = (
-    select(
-        Agency.code, Agency.active, Agency.require_signature, Agency.allow_sha1, AgencyCertificate.fingerprint
-    )
-    .outerjoin(AgencyCertificate, AgencyCertificate.agency_code == Agency.code)
-    .where(Agency.code.in_(bindparam("codes", expanding=True)))
-)
-_STATES = select(Agency.code, Agency.active).where(Agency.code.in_(bindparam("codes", expanding=True)))
-_EARLIER = select(Packet.id, Packet.doc_id, Packet.message_type).where(
-    Packet.sender_code == bindparam("sender"), Packet.sha256 == bindparam("sha256")
-)
-_SAME_DOCUMENT_ID = select(Packet.doc_id, Packet.sha256).where(
-    Packet.sender_code == bindparam("sender"),
-    Packet.document_id == bindparam("document_id"),
-    Packet.message_type == "edoc",
-)
-_INSERT_PACKET = insert(Packet).returning(Packet.id)
-_INSERT_DELIVERY = insert(Delivery)
+# --- the hot path: hand-written statements on the session's connection (gateway.store.raw) --------------
 
 
 def system_login(session: Session, system_id: str) -> tuple[str, bool, bool, str, list[str]] | None:
     """(secret hash, active, admin, auth method, agency codes) of a system, in two light queries."""
-    row = session.execute(_LOGIN, {"system_id": system_id}).first()
+    raw = Raw(session)
+    row = raw.one("SELECT secret_hash, active, is_admin, auth_method FROM systems WHERE id = ?", (system_id,))
     if row is None:
         return None
-    agencies = list(session.scalars(_SYSTEM_AGENCIES, {"system_id": system_id}))
-    return row[0], row[1], row[2], row[3], agencies
+    agencies = raw.scalars("SELECT agency_code FROM system_agencies WHERE system_id = ?", (system_id,))
+    return row[0], bool(row[1]), bool(row[2]), row[3], agencies
 
 
 def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[bool, bool, bool, set[str]]]:
     """agency code → (active, require_signature, allow_sha1, registered seal fingerprints), one query."""
+    codes = list(codes)
     out: dict[str, tuple[bool, bool, bool, set[str]]] = {}
-    for code, active, require, sha1, fingerprint in session.execute(_POLICIES, {"codes": list(codes)}):
-        entry = out.setdefault(code, (active, require, sha1, set()))
+    if not codes:
+        return out
+    rows = Raw(session).all(
+        "SELECT a.code, a.active, a.require_signature, a.allow_sha1, c.fingerprint FROM agencies a "
+        "LEFT OUTER JOIN agency_certificates c ON c.agency_code = a.code "
+        f"WHERE a.code IN ({placeholders(len(codes))})",
+        codes,
+    )
+    for code, active, require, sha1, fingerprint in rows:
+        entry = out.setdefault(code, (bool(active), bool(require), bool(sha1), set()))
         if fingerprint:
             entry[3].add(fingerprint)
     return out
@@ -268,13 +257,18 @@ def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[boo
 
 def earlier_packet(session: Session, sender: str, sha256: str) -> tuple[int, str, str] | None:
     """(id, docId, message type) of the packet with these bytes from this sender, if any."""
-    row = session.execute(_EARLIER, {"sender": sender, "sha256": sha256}).first()
+    row = Raw(session).one(
+        "SELECT id, doc_id, message_type FROM packets WHERE sender_code = ? AND sha256 = ?", (sender, sha256)
+    )
     return (row[0], row[1], row[2]) if row else None
 
 
 def other_document_digests(session: Session, sender: str, document_id: str) -> list[tuple[str, str]]:
     """(docId, SHA-256) of the sender's documents with this DocumentId."""
-    rows = session.execute(_SAME_DOCUMENT_ID, {"sender": sender, "document_id": document_id})
+    rows = Raw(session).all(
+        "SELECT doc_id, sha256 FROM packets WHERE sender_code = ? AND document_id = ? AND message_type = 'edoc'",
+        (sender, document_id),
+    )
     return [(r[0], r[1]) for r in rows]
 
 
@@ -293,8 +287,45 @@ def insert_packet(
     return packet_id
 
 
+#: the packet columns :func:`insert_packet_row` writes (all of them but ``id``)
+PACKET_COLUMNS = (
+    "doc_id",
+    "message_type",
+    "sender_code",
+    "sender_system",
+    "document_id",
+    "business_doc_type",
+    "subject",
+    "code",
+    "status_code",
+    "description",
+    "answers_packet_id",
+    "origin_packet_id",
+    "sha256",
+    "size",
+    "content",
+    "created_at",
+    "signer_fingerprint",
+    "signer_subject",
+    "signer_serial",
+    "signature_algorithm",
+    "digest_algorithm",
+    "seal_verified_at",
+    "legacy_sha1",
+)
+_PACKET_TIMES = frozenset({"created_at", "seal_verified_at"})
+_INSERT_PACKET_SQL = (
+    f"INSERT INTO packets ({', '.join(PACKET_COLUMNS)}) VALUES ({placeholders(len(PACKET_COLUMNS))})"
+)
+
+
 def insert_packet_row(session: Session, values: dict) -> int:
-    return session.execute(_INSERT_PACKET, values).scalar_one()
+    """Insert a packet (``values``: every column of :data:`PACKET_COLUMNS`); its id."""
+    if values.keys() != set(PACKET_COLUMNS):
+        raise ValueError(f"packet columns differ: {sorted(set(PACKET_COLUMNS) ^ values.keys())}")
+    raw = Raw(session)
+    params = [raw.time(values[c]) if c in _PACKET_TIMES else values[c] for c in PACKET_COLUMNS]
+    return raw.insert_id(_INSERT_PACKET_SQL, params)
 
 
 def insert_deliveries(
@@ -305,19 +336,12 @@ def insert_deliveries(
     now: dt.datetime,
     due: dt.datetime | None = None,
 ) -> None:
-    session.execute(
-        _INSERT_DELIVERY,
-        [
-            {
-                "packet_id": packet_id,
-                "recipient_code": r,
-                "message_type": message_type,
-                "state": "pending",
-                "created_at": now,
-                "due_at": due,
-            }
-            for r in recipients
-        ],
+    raw = Raw(session)
+    created, due_at = raw.time(now), raw.time(due)
+    raw.many(
+        "INSERT INTO deliveries (packet_id, recipient_code, message_type, state, created_at, due_at) "
+        "VALUES (?, ?, ?, 'pending', ?, ?)",
+        [(packet_id, r, message_type, created, due_at) for r in recipients],
     )
 
 
@@ -462,31 +486,50 @@ def lock_recipients(session: Session, recipients: Iterable[str]) -> None:
         {QUEUE_LOCK_BASE + hashlib.sha256(r.encode()).digest()[0] % QUEUE_LOCKS for r in recipients}
     )
     if keys:
-        session.execute(
-            text(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM "
-                "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
-            ),
-            {"keys": keys},
+        Raw(session).one(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS ordered",
+            (keys,),
         )
 
 
-_INSERT_EVENT = insert(Event)
+_EVENT_COLUMNS = (
+    "packet_id",
+    "kind",
+    "at",
+    "recipient_code",
+    "agency_code",
+    "system_id",
+    "staff",
+    "status_code",
+    "detail",
+    "related_doc_id",
+)
+_INSERT_EVENT_SQL = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({placeholders(len(_EVENT_COLUMNS))})"
+)
 
 
 def add_events(session: Session, rows: Sequence[dict]) -> None:
-    """Append trace events (each a dict of :class:`Event` columns; missing ones are None)."""
+    """Append trace events (each a dict of :class:`Event` columns: ``packet_id``, ``kind`` and ``at``
+    required, the others None when missing)."""
     if rows:
-        columns = (
-            "recipient_code",
-            "agency_code",
-            "system_id",
-            "staff",
-            "status_code",
-            "detail",
-            "related_doc_id",
+        unknown = {k for row in rows for k in row} - set(_EVENT_COLUMNS)
+        if unknown:
+            raise ValueError(f"not event columns: {sorted(unknown)}")
+        raw = Raw(session)
+        raw.many(
+            _INSERT_EVENT_SQL,
+            [
+                (
+                    row["packet_id"],
+                    row["kind"],
+                    raw.time(row["at"]),
+                    *(row.get(c) for c in _EVENT_COLUMNS[3:]),
+                )
+                for row in rows
+            ],
         )
-        session.execute(_INSERT_EVENT, [{**dict.fromkeys(columns), **row} for row in rows])
 
 
 def events_of(session: Session, packet_id: int, recipients: Iterable[str] | None) -> Sequence[Event]:
@@ -500,7 +543,8 @@ def events_of(session: Session, packet_id: int, recipients: Iterable[str] | None
 def doc_id_of(session: Session, packet_id: int | None) -> str | None:
     if packet_id is None:
         return None
-    return session.scalar(select(Packet.doc_id).where(Packet.id == packet_id))
+    row = Raw(session).one("SELECT doc_id FROM packets WHERE id = ?", (packet_id,))
+    return row[0] if row else None
 
 
 def successors(session: Session, packet_id: int, recipients: Iterable[str] | None) -> list[str]:
@@ -547,19 +591,18 @@ def overdue(
 
 
 def submission_receipt(session: Session, packet_id: int) -> bytes | None:
-    content = session.scalar(
-        select(Receipt.content).where(Receipt.packet_id == packet_id, Receipt.kind == "submission").limit(1)
+    row = Raw(session).one(
+        "SELECT content FROM receipts WHERE packet_id = ? AND kind = 'submission' ORDER BY id LIMIT 1",
+        (packet_id,),
     )
-    return bytes(content) if content is not None else None
+    return bytes(row[0]) if row is not None else None
 
 
 def packet_digest(session: Session, packet_id: int) -> tuple[str, str, str, str] | None:
     """(docId, SHA-256, sender agency, sender system) of a packet."""
-    row = session.execute(
-        select(Packet.doc_id, Packet.sha256, Packet.sender_code, Packet.sender_system).where(
-            Packet.id == packet_id
-        )
-    ).first()
+    row = Raw(session).one(
+        "SELECT doc_id, sha256, sender_code, sender_system FROM packets WHERE id = ?", (packet_id,)
+    )
     return (row[0], row[1], row[2], row[3]) if row else None
 
 
