@@ -31,6 +31,7 @@ from bench.packets import PacketPool, send_edoc_request
 
 DB_READ = "database: authenticate + seal policy (read)"
 DB_WRITE = "database: store packet + deliveries (write, commit)"
+SOAP = "SOAP in/out (spyne, or the direct path: arguments, answer tree)"
 ADMIT = "database: replay record of a signed request (admit: write, commit)"
 CATEGORIES = (
     "parse: SOAP envelope (guard)",
@@ -40,7 +41,7 @@ CATEGORIES = (
     "WS-Security: request signature verify",
     ADMIT,
     "WS-Security: response signing",
-    "SOAP (spyne) in/out",
+    SOAP,
     "spyne gc.collect (once a second)",
     DB_READ,
     DB_WRITE,
@@ -166,13 +167,17 @@ def _instrument(app: Any, ledger: Ledger) -> _Patches:
         )
     if hasattr(app, "_sign"):
         p.set(app, "_sign", ledger.wrap("WS-Security: response signing", app._sign))
+    if hasattr(app, "_serialize"):  # answers built as a tree (gateway.soap.direct): signed, serialized once
+        p.set(app, "_serialize", ledger.wrap("WS-Security: response signing", app._serialize))
+    if getattr(app, "direct", None) is not None:
+        p.set(app, "direct", ledger.wrap(SOAP, app.direct))
 
     spyne_app = app.app
 
     def spyne_call(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         return [b"".join(spyne_app(environ, start_response))]  # the reply is serialized in here
 
-    p.set(app, "app", ledger.wrap("SOAP (spyne) in/out", spyne_call))
+    p.set(app, "app", ledger.wrap(SOAP, spyne_call))
     return p
 
 

@@ -22,6 +22,7 @@ from gateway.core.seal import SealPolicy
 from gateway.core.wssec import TimestampPolicy
 from gateway.keystore import load_document_signer, load_signer
 from gateway.resources import load_schemas, wsdl_path
+from gateway.soap.direct import DirectOperations
 from gateway.soap.faults import TNS, LienthongFault, fault_element, from_spyne, new_correlation_id
 from gateway.soap.guard import ENV_CORRELATION, ENV_TREE, Guard
 from gateway.soap.service import LienthongService
@@ -272,6 +273,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         timestamps=TimestampPolicy(clock_skew=dt.timedelta(seconds=config.clock_skew)),
         response_signer=load_signer(config),
         on_refusal=lambda code, cid: axis.audit_refusal(code, "(request)", cid),
+        direct=DirectOperations(axis),
     )
     guard.axis = axis  # type: ignore[attr-defined]
     return guard

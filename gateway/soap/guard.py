@@ -47,6 +47,7 @@ DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 ENV_TREE = "lienthong.envelope"
 ENV_CREDENTIALS = "lienthong.credentials"
 ENV_CORRELATION = "lienthong.correlation_id"
+ENV_PAYLOAD = "lienthong.payload"
 
 StartResponse = Callable[..., Any]
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
@@ -173,8 +174,11 @@ class Guard:
         response_signer: EnvelopeSigner | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         on_refusal: Callable[[str, str], None] | None = None,
+        direct: Callable[[etree._Element, Any, str], tuple[bool, etree._Element] | None] | None = None,
     ) -> None:
         self.app = app
+        #: answers the hot operations without spyne (gateway.soap.direct); None from it: spyne answers
+        self.direct = direct
         self.max_request_bytes = max_request_bytes
         self.operations = operations
         self.wsdl = wsdl
@@ -227,6 +231,24 @@ class Guard:
             if self.on_refusal is not None:
                 self.on_refusal(err.code, cid)
             return self._fault(start_response, err, cid)
+        if self.direct is not None:
+            try:
+                answered = self.direct(environ[ENV_PAYLOAD], environ[ENV_CREDENTIALS], cid)
+            except Exception as exc:
+                log.error("failure in an operation [correlation id %s]", cid, exc_info=exc)
+                err = errors.InternalError(
+                    "the gateway failed while handling this request; nothing was changed. Give the "
+                    "correlation id to the gateway operator"
+                )
+                return self._fault(start_response, err, cid)
+            if answered is not None:
+                is_fault, envelope = answered
+                status = "500 Internal Server Error" if is_fault else "200 OK"
+                self._log_request(environ, status, started, cid)
+                body = self._serialize(envelope)
+                del envelope, answered
+                headers = [("Content-Type", "text/xml; charset=utf-8")]
+                return self._respond(start_response, status, headers, [body], cid, signed=True)
         captured: list[tuple[str, list[tuple[str, str]]]] = []
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -249,6 +271,11 @@ class Guard:
                 "to the gateway operator"
             )
             return self._fault(start_response, err, cid)
+        self._log_request(environ, status, started, cid)
+        return self._respond(start_response, status, headers, holder, cid)
+
+    @staticmethod
+    def _log_request(environ: dict[str, Any], status: str, started: float, cid: str) -> None:
         log.info(
             "%s %s %s %.1f ms [correlation id %s]",
             environ.get("REQUEST_METHOD"),
@@ -257,7 +284,6 @@ class Guard:
             (time.perf_counter() - started) * 1000,
             cid,
         )
-        return self._respond(start_response, status, headers, holder, cid)
 
     def _respond(
         self,
@@ -267,13 +293,22 @@ class Guard:
         holder: list[bytes],
         cid: str,
         extra: list[tuple[str, str]] | None = None,
+        *,
+        signed: bool = False,
     ) -> list[bytes]:
-        """Send a SOAP response (taken out of ``holder``), signed with the gateway's key when it has one."""
-        body = self._sign(holder) if self.response_signer is not None else holder.pop()
+        """Send a SOAP response (taken out of ``holder``), signed with the gateway's key when it has one
+        (``signed``: it is already, by :meth:`_serialize`)."""
+        body = self._sign(holder) if self.response_signer is not None and not signed else holder.pop()
         out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-correlation-id")]
         out += [("Content-Length", str(len(body))), ("X-Correlation-Id", cid), *(extra or [])]
         start_response(status, out)
         return [body]
+
+    def _serialize(self, envelope: etree._Element) -> bytes:
+        """An answer built as a tree: signed in place (no parse of our own output), serialized once."""
+        if self.response_signer is not None:
+            self.response_signer.sign(envelope, self.clock())
+        return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
     def _sign(self, holder: list[bytes]) -> bytes:
         # our own serialization, so a plain parse is safe; large responses (getEdoc) need huge mode. The
@@ -343,9 +378,10 @@ class Guard:
             dtd_forbidden=errors.RequestDtdForbidden,
             what="SOAP request",
         )
-        header, _payload = check_envelope(tree, self.operations)
+        header, payload = check_envelope(tree, self.operations)
         environ[ENV_CREDENTIALS] = self._credentials(tree.getroot(), header, environ)
         environ[ENV_TREE] = tree
+        environ[ENV_PAYLOAD] = payload
         environ["wsgi.input"] = io.BytesIO(b"")  # spyne works on ENV_TREE, not on a second parse
         environ["CONTENT_LENGTH"] = "0"
         return False

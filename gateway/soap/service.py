@@ -160,15 +160,33 @@ class AgencyEntry(Model):
 def _call(ctx: Any, operation: Callable[[axis_mod.Axis, object | None], T]) -> T:
     """Run one operation with the request's credentials; map any error to a declared fault."""
     env = ctx.transport.req_env
-    cid = env.get(ENV_CORRELATION, "-")
-    axis = ctx.app.lienthong_axis
-    credentials = env.get(ENV_CREDENTIALS)
+    name = ctx.method_request_string.rsplit("}", 1)[-1]
+    return call_operation(
+        ctx.app.lienthong_axis,
+        env.get(ENV_CREDENTIALS),
+        env.get(ENV_CORRELATION, "-"),
+        name,
+        getattr(ctx, "in_body_doc", None),
+        operation,
+    )
+
+
+def call_operation(
+    axis: axis_mod.Axis,
+    credentials: object | None,
+    cid: str,
+    name: str,
+    payload: Any,
+    operation: Callable[[axis_mod.Axis, object | None], T],
+) -> T:
+    """The one way an operation runs, through spyne or :mod:`gateway.soap.direct`: the payload read must
+    be the one the request's signature covered, the signature is recorded once (replays refused), then
+    the operation; any error becomes a declared fault, logged and entered in the audit chain."""
     try:
-        _check_same_body(ctx, credentials)
+        _check_same_body(payload, credentials)
         axis.admit(credentials)
         return operation(axis, credentials)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a declared fault
-        name = ctx.method_request_string.rsplit("}", 1)[-1]
         fault = to_fault(exc, cid, name)
         token = getattr(credentials, "username_token", None)
         envelope = getattr(credentials, "envelope", None)
@@ -188,14 +206,14 @@ def _drop_base64_text(ctx: Any) -> None:
             child.text = None
 
 
-def _check_same_body(ctx: Any, credentials: object | None) -> None:
-    """What spyne deserialized must be the very payload element whose Body the signature covered."""
+def _check_same_body(payload: Any, credentials: object | None) -> None:
+    """The payload element the operation read must be the very one whose Body the signature covered."""
     envelope = getattr(credentials, "envelope", None)
     if envelope is None:
         return
-    payload = [el for el in envelope.body if isinstance(el.tag, str)]
-    if len(payload) != 1 or ctx.in_body_doc is not payload[0]:
-        raise errors.SignatureWrapping("the operation spyne read is not the one inside the signed Body")
+    signed = [el for el in envelope.body if isinstance(el.tag, str)]
+    if len(signed) != 1 or payload is not signed[0]:
+        raise errors.SignatureWrapping("the operation read is not the one inside the signed Body")
 
 
 #: an entry of a list answer: a plain record with the member names of its type (SentEdoc, ReceivedEdoc,

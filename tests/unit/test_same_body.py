@@ -1,6 +1,6 @@
-"""The cross-check between spyne and the verified signature: spyne must have read the very payload
-element of the signed Body (the guard hands spyne its own tree, so this holds by construction; the check
-makes sure a change elsewhere cannot silently break it)."""
+"""The cross-check between the operation's reader (spyne or gateway.soap.direct) and the verified
+signature: it must have read the very payload element of the signed Body (the guard hands both its own
+tree, so this holds by construction; the check makes sure a change elsewhere cannot silently break it)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from gateway.soap.service import _check_same_body
 def test_the_verified_payload_passes_and_any_other_element_is_refused():
     body = etree.fromstring(b"<Body><op><x/></op></Body>")
     credentials = SimpleNamespace(envelope=SimpleNamespace(body=body))
-    _check_same_body(SimpleNamespace(in_body_doc=body[0]), credentials)
+    _check_same_body(body[0], credentials)
     decoy = etree.fromstring(b"<op><x/></op>")  # equal content, another element
     with pytest.raises(errors.SignatureWrapping):
-        _check_same_body(SimpleNamespace(in_body_doc=decoy), credentials)
+        _check_same_body(decoy, credentials)
     # requests without a signature are not concerned
-    _check_same_body(SimpleNamespace(in_body_doc=decoy), SimpleNamespace(envelope=None))
+    _check_same_body(decoy, SimpleNamespace(envelope=None))

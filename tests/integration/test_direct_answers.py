@@ -1,0 +1,173 @@
+"""sendEdoc, getEdoc and updateStatus are answered by gateway.soap.direct, not by spyne; the answers must
+be the ones spyne writes, element for element, for successes and faults alike, and any request shape the
+direct reader does not recognise must still reach spyne and be answered as before.
+
+The gateway under test (``world``, over HTTP) answers with the direct path; an in-process application on
+the same database with the direct path switched off answers with spyne. Each request is sent to both and
+the two answers compared once the parts that differ by nature are set aside: the WS-Security header (a
+fresh signature and Timestamp every time), the Body's wsu:Id and the correlation id.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from lxml import etree
+
+from gateway.config import Config
+from gateway.soap.app import create_app
+from tests.support import raw
+from tests.support.packets import new_document
+from tests.support.world import G01, G22, H41
+
+WSU_ID = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd}Id"
+_CID = re.compile(rb"[0-9a-f]{32}")
+
+
+@pytest.fixture(scope="module")
+def spyne_app(world):
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    app.direct = None  # every operation through spyne
+    yield app
+    app.axis.db.dispose()
+
+
+def _in_process(app, body: bytes) -> tuple[str, bytes]:
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        return lambda _data: None
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "text/xml; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+    }
+    out = b"".join(app(environ, start_response))
+    return captured["status"], out
+
+
+def _comparable(body: bytes) -> bytes:
+    """The answer without what differs by nature (the reference client's tests check the signature)."""
+    root = etree.fromstring(body)
+    header = root.find(f"{{{raw.SOAP}}}Header")
+    assert header is not None, "every answer is signed"
+    root.remove(header)
+    soap_body = root.find(f"{{{raw.SOAP}}}Body")
+    soap_body.attrib.pop(WSU_ID, None)
+    return _CID.sub(b"<cid>", etree.tostring(root, method="c14n"))
+
+
+def _both(world, spyne_app, payload: str, system: str) -> tuple[raw.Reply, bytes, bytes]:
+    body = raw.envelope(payload, raw.security_header(system, world.secrets[system]))
+    direct = raw.post(world.url, body)
+    status, spyne_body = _in_process(spyne_app, body)
+    assert status.split()[0] == str(direct.status)
+    return direct, _comparable(direct.body), _comparable(spyne_body)
+
+
+def test_send_get_and_acknowledge_answers_are_spynes(world, spyne_app):
+    packet = world.seal(new_document(G22, [H41, G01], subject="Trả lời trực tiếp"), G22)
+    payload = raw.send_edoc_payload(packet)
+    first = raw.post(world.url, raw.envelope(payload, raw.security_header("vpcp", world.secrets["vpcp"])))
+    assert first.status == 200 and first.code is None
+    # the same bytes again: both paths answer with the first docId and receipt (duplicate=true)
+    direct, a, b = _both(world, spyne_app, payload, "vpcp")
+    assert b"<tns:duplicate>true</tns:duplicate>" in a
+    assert a == b
+    doc_id = etree.fromstring(first.body).findtext(f".//{{{raw.TNS}}}docId")
+
+    get = f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>"
+    direct, a, b = _both(world, spyne_app, get, "nghean")
+    assert a == b
+    fetched = etree.fromstring(direct.body).findtext(f".//{{{raw.TNS}}}packet")
+    assert base64.b64decode(fetched) == packet
+
+    for status in ("processing", " Done "):
+        ack = (
+            f"<tns:updateStatus><tns:docId>{doc_id}</tns:docId><tns:status>{status}</tns:status>"
+            f"</tns:updateStatus>"
+        )
+        direct, a, b = _both(world, spyne_app, ack, "nghean")
+        assert direct.code is None
+        assert a == b
+
+
+@pytest.mark.parametrize(
+    ("payload", "system", "code"),
+    [
+        ("<tns:getEdoc><tns:docId>no-such-doc</tns:docId></tns:getEdoc>", "nghean", "Client.Doc.NotFound"),
+        (
+            "<tns:updateStatus><tns:docId>no-such-doc</tns:docId><tns:status>done</tns:status></tns:updateStatus>",
+            "nghean",
+            "Client.Doc.NotFound",
+        ),
+        (
+            "<tns:updateStatus><tns:docId>x</tns:docId><tns:status>read</tns:status></tns:updateStatus>",
+            "nghean",
+            "Client.Request.InvalidArgument",
+        ),
+        (raw.send_edoc_payload(b"<not-edxml/>"), "vpcp", "Client.Packet.NotEdxml"),
+    ],
+    ids=["get-unknown", "ack-unknown", "ack-bad-status", "send-not-edxml"],
+)
+def test_fault_answers_are_spynes(world, spyne_app, payload, system, code):
+    direct, a, b = _both(world, spyne_app, payload, system)
+    assert direct.status == 500 and direct.code == code
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "<tns:getEdoc/>",  # a required parameter missing
+        "<tns:getEdoc><tns:docId/></tns:getEdoc>",  # empty
+        "<tns:getEdoc><tns:docId>a</tns:docId><tns:docId>b</tns:docId></tns:getEdoc>",  # twice
+        '<tns:getEdoc><tns:docId tns:x="1">a</tns:docId></tns:getEdoc>',  # an attribute
+        "<tns:sendEdoc><tns:packet>!!!not base64!!!=</tns:packet></tns:sendEdoc>",
+    ],
+    ids=["missing", "empty", "twice", "attribute", "bad-base64"],
+)
+def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(
+    world, spyne_app, payload, monkeypatch
+):
+    """The in-process application keeps its direct path here, and the test checks that it declined."""
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    declined = []
+    direct = app.direct
+
+    def watched(*args):
+        answer = direct(*args)
+        declined.append(answer is None)
+        return answer
+
+    app.direct = watched
+    try:
+        body = raw.envelope(payload, raw.security_header("nghean", world.secrets["nghean"]))
+        status, answer = _in_process(app, body)
+        _status, spyne_answer = _in_process(spyne_app, body)
+    finally:
+        app.axis.db.dispose()
+    assert declined == [True]
+    assert status == _status
+    assert _comparable(answer) == _comparable(spyne_answer)
