@@ -60,7 +60,7 @@ from gateway.core.workdays import WorkingCalendar
 from gateway.core.wssec import VerifiedEnvelope
 from gateway.store import repo
 from gateway.store.db import Database
-from gateway.store.models import Agency, Delivery, Event, Packet, ReplayRecord, System, SystemCertificate
+from gateway.store.models import Agency, Event, Packet, ReplayRecord, System, SystemCertificate
 
 log = logging.getLogger("lienthong.axis")
 
@@ -720,7 +720,7 @@ class Axis:
         )
 
     def _delivery_receipts(
-        self, packet: Packet, recipients: Sequence[str], now: dt.datetime, system: str
+        self, packet: repo.PacketHead, recipients: Sequence[str], now: dt.datetime, system: str
     ) -> list[audit.SignedReceipt]:
         signer = self.evidence.signer
         if signer is None or packet.message_type != EDOC:
@@ -991,22 +991,7 @@ class Axis:
         with self.db.unit_of_work() as session:
             identity = self.authenticator.authenticate(session, credentials)
             rows = repo.inbox(session, identity.agencies, message_type, start, end, LIST_LIMIT)
-            return [
-                InboxItem(
-                    doc_id=d.packet.doc_id,
-                    message_type=d.message_type,
-                    recipient=d.recipient_code,
-                    sender=d.packet.sender_code,
-                    document_id=d.packet.document_id,
-                    subject=d.packet.subject,
-                    status_code=d.packet.status_code,
-                    created_at=d.created_at,
-                    transport_state=d.state,
-                    lifecycle=d.lifecycle,
-                    lifecycle_doc_id=d.lifecycle_doc_id,
-                )
-                for d in rows
-            ]
+            return [InboxItem(*row) for row in rows]
 
     # getEdoc
 
@@ -1017,8 +1002,9 @@ class Axis:
             identity = self.authenticator.authenticate(session, credentials)
             packet, mine = self._addressed(session, identity, doc_id, with_content=True)
             out = FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
-            unfetched = [d.id for d in mine if d.fetched_at is None]
             packet_id = packet.id
+            del packet  # the content is held once, by ``out``
+            unfetched = [d.id for d in mine if not d.fetched]
         if unfetched:
 
             def mark(session: Session) -> None:
@@ -1061,15 +1047,15 @@ class Axis:
         *,
         with_content: bool = False,
         lock: bool = False,
-    ) -> tuple[Packet, Sequence[Delivery]]:
+    ) -> tuple[repo.PacketHead, list[repo.DeliveryState]]:
         doc_id = (doc_id or "").strip()
-        packet = repo.packet_by_doc_id(session, doc_id, with_content=with_content) if doc_id else None
+        packet = repo.packet_head(session, doc_id, with_content=with_content) if doc_id else None
         if packet is None:
             raise errors.UnknownDocId(
                 f"no packet has docId {doc_id!r}; use the docId that getReceivedEdocList returned",
                 doc_id=doc_id,
             )
-        mine = repo.deliveries_for(session, packet.id, identity.agencies, lock=lock)
+        mine = repo.addressed_deliveries(session, packet.id, identity.agencies, lock=lock)
         if not mine:
             raise errors.NotAddressee(
                 f"packet {doc_id} is not addressed to any agency of system {identity.system_id}",
@@ -1098,6 +1084,7 @@ class Axis:
             packet, mine = self._addressed(session, identity, doc_id, lock=True)
             now = self.clock()
             events = []
+            changed = []
             for delivery in mine:
                 if delivery.state == "done":
                     if status == "done":
@@ -1107,11 +1094,7 @@ class Axis:
                         f"it cannot become {status}",
                         argument="status",
                     )
-                delivery.state = status
-                if status in ("done", "fail"):
-                    delivery.acked_at = now
-                    delivery.acked_by = identity.system_id
-                delivery.fail_reason = reason if status == "fail" else None
+                changed.append(delivery.id)
                 events.append(
                     {
                         "packet_id": packet.id,
@@ -1124,6 +1107,7 @@ class Axis:
                         "detail": reason,
                     }
                 )
+            repo.acknowledge(session, changed, status, now, identity.system_id, reason)
             repo.add_events(session, events)
             if self.evidence.enabled:
                 acknowledged = [event["recipient_code"] for event in events]

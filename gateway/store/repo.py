@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Row, Select, case, func, or_, select, update
+from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from gateway.core.lifecycle import Original
@@ -20,7 +21,7 @@ from gateway.store.models import (
     System,
     SystemAgency,
 )
-from gateway.store.raw import Raw, placeholders
+from gateway.store.raw import Raw, placeholders, read_time
 
 INBOX_STATES = ("pending", "fetched", "processing", "fail")
 
@@ -131,15 +132,30 @@ def inbox(
     start: dt.datetime | None,
     end: dt.datetime | None,
     limit: int,
-) -> Sequence[Delivery]:
-    """Pending deliveries (not yet acknowledged done), oldest first: the order the gateway accepted them."""
-    stmt = select(Delivery).where(
-        Delivery.recipient_code.in_(list(recipients)),
-        Delivery.message_type == message_type,
-        Delivery.state.in_(INBOX_STATES),
+) -> list[tuple]:
+    """Pending deliveries (not yet acknowledged done), oldest first: the order the gateway accepted them.
+    Rows of (docId, message type, recipient, sender, DocumentId, subject, status code, created at, state,
+    lifecycle, lifecycle docId)."""
+    recipients = list(recipients)
+    if not recipients:
+        return []
+    raw = Raw(session)
+    sql = (
+        "SELECT p.doc_id, d.message_type, d.recipient_code, p.sender_code, p.document_id, p.subject, "
+        "p.status_code, d.created_at, d.state, d.lifecycle, d.lifecycle_doc_id "
+        "FROM deliveries d JOIN packets p ON p.id = d.packet_id "
+        f"WHERE d.recipient_code IN ({placeholders(len(recipients))}) AND d.message_type = ? "
+        f"AND d.state IN ({placeholders(len(INBOX_STATES))})"
     )
-    stmt = _date_range(stmt, Delivery.created_at, start, end)
-    return session.scalars(stmt.order_by(Delivery.id).limit(limit)).all()
+    params: list = [*recipients, message_type, *INBOX_STATES]
+    if start is not None:
+        sql += " AND d.created_at >= ?"
+        params.append(raw.time(start))
+    if end is not None:
+        sql += " AND d.created_at < ?"
+        params.append(raw.time(end))
+    rows = raw.all(sql + " ORDER BY d.id LIMIT ?", (*params, limit))
+    return [(*r[:7], read_time(r[7]), *r[8:]) for r in rows]
 
 
 #: what a sender's view shows of each delivery (getSentEdocList, getTrace): columns, no ORM objects
@@ -209,18 +225,91 @@ def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime, due: dt
     is now due at ``due`` (one statement). Returns the recipients whose copy this call marked."""
     if not ids:
         return []
-    rows = session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.fetched_at.is_(None))
-        .values(
-            fetched_at=now,
-            state=case((Delivery.state == "pending", "fetched"), else_=Delivery.state),
-            due_at=case((Delivery.due_at.is_not(None), due), else_=None),
-        )
-        .returning(Delivery.recipient_code)
-        .execution_options(synchronize_session=False)
+    raw = Raw(session)
+    return raw.scalars(
+        "UPDATE deliveries SET fetched_at = ?, "
+        "state = CASE WHEN state = 'pending' THEN 'fetched' ELSE state END, "
+        "due_at = CASE WHEN due_at IS NOT NULL THEN ? ELSE NULL END "
+        f"WHERE id IN ({placeholders(len(ids))}) AND fetched_at IS NULL RETURNING recipient_code",
+        (raw.time(now), raw.time(due), *ids),
     )
-    return [r[0] for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class PacketHead:
+    """What getEdoc and updateStatus need of a packet (no ORM object: they run for every delivery)."""
+
+    id: int
+    doc_id: str
+    message_type: str
+    sender_code: str
+    sender_system: str
+    sha256: str
+    content: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryState:
+    id: int
+    recipient_code: str
+    state: str
+    fetched: bool
+
+
+def packet_head(session: Session, doc_id: str, *, with_content: bool = False) -> PacketHead | None:
+    row = Raw(session).one(
+        "SELECT id, doc_id, message_type, sender_code, sender_system, sha256"
+        + (", content" if with_content else "")
+        + " FROM packets WHERE doc_id = ?",
+        (doc_id,),
+    )
+    if row is None:
+        return None
+    if with_content:
+        return PacketHead(*row[:6], content=bytes(row[6]) if not isinstance(row[6], bytes) else row[6])
+    return PacketHead(*row)
+
+
+def addressed_deliveries(
+    session: Session, packet_id: int, recipients: Iterable[str], *, lock: bool = False
+) -> list[DeliveryState]:
+    """The packet's deliveries to ``recipients``, in delivery order; ``lock`` holds them (FOR UPDATE on
+    PostgreSQL; SQLite's writer already excludes others) until the commit, so two acknowledgements of the
+    same delivery cannot interleave."""
+    recipients = list(recipients)
+    if not recipients:
+        return []
+    raw = Raw(session)
+    rows = raw.all(
+        "SELECT id, recipient_code, state, fetched_at IS NOT NULL FROM deliveries "
+        f"WHERE packet_id = ? AND recipient_code IN ({placeholders(len(recipients))}) ORDER BY id"
+        + (" FOR UPDATE" if lock and raw.pg else ""),
+        (packet_id, *recipients),
+    )
+    return [DeliveryState(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+
+def acknowledge(
+    session: Session,
+    ids: Sequence[int],
+    status: str,
+    now: dt.datetime,
+    system: str,
+    reason: str | None,
+) -> None:
+    """Set the transport state of these deliveries: done and fail record when and by whom, fail its reason
+    (any other state clears the reason)."""
+    if not ids:
+        return
+    raw = Raw(session)
+    where = f" WHERE id IN ({placeholders(len(ids))})"
+    if status in ("done", "fail"):
+        raw.execute(
+            "UPDATE deliveries SET state = ?, acked_at = ?, acked_by = ?, fail_reason = ?" + where,
+            (status, raw.time(now), system, reason if status == "fail" else None, *ids),
+        )
+    else:
+        raw.execute("UPDATE deliveries SET state = ?, fail_reason = NULL" + where, (status, *ids))
 
 
 # --- the hot path: hand-written statements on the session's connection (gateway.store.raw) --------------
