@@ -55,7 +55,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
             mode = "IMMEDIATE" if conn.get_execution_options().get("lienthong_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # on the driver's connection: SQLAlchemy's execution path costs ~25 µs more, twice a request
+            try:
+                conn.connection.driver_connection.execute(f"BEGIN {mode}")
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise sa_exc.DBAPIError.instance(
+                    f"BEGIN {mode}", (), exc, conn.dialect.loaded_dbapi.Error
+                ) from exc
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
