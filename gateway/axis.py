@@ -22,7 +22,6 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import delete
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -60,7 +59,7 @@ from gateway.core.workdays import WorkingCalendar
 from gateway.core.wssec import VerifiedEnvelope
 from gateway.store import repo
 from gateway.store.db import Database
-from gateway.store.models import Agency, Event, Packet, ReplayRecord, System, SystemCertificate
+from gateway.store.models import Agency, Event, Packet
 
 log = logging.getLogger("lienthong.axis")
 
@@ -281,7 +280,7 @@ class _Step:
 class Authenticator(Protocol):
     def authenticate(self, session: Session, credentials: object | None) -> Identity: ...
 
-    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> System | None: ...
+    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> Identity | None: ...
 
 
 _DUMMY_HASH = "sha256$" + "00" * 16 + "$" + "00" * 32
@@ -296,14 +295,6 @@ class RequestCredentials:
     envelope: VerifiedEnvelope | None = None
     #: the client certificate of a mutual-TLS connection (DER)
     tls_certificate: bytes | None = None
-
-
-def _identity(system: System) -> Identity:
-    return Identity(
-        system_id=system.id,
-        agencies=frozenset(link.agency_code for link in system.agencies),
-        is_admin=system.is_admin,
-    )
 
 
 class SystemAuthenticator:
@@ -334,12 +325,12 @@ class SystemAuthenticator:
         if credentials.envelope is not None:
             der = credentials.envelope.certificate.public_bytes(serialization.Encoding.DER)
             system = self.system_for_certificate(session, der, "request signing")
-            if tls_system is not None and tls_system.id != system.id:
+            if tls_system is not None and tls_system.system_id != system.system_id:
                 raise errors.CertificateMismatch(
-                    f"the request is signed with a certificate of system {system.id} but the TLS connection "
-                    f"presents one of system {tls_system.id}"
+                    f"the request is signed with a certificate of system {system.system_id} but the TLS "
+                    f"connection presents one of system {tls_system.system_id}"
                 )
-            return _identity(system)
+            return system
         if credentials.username_token is not None:
             token = credentials.username_token
             login = repo.system_login(session, token.username)
@@ -355,32 +346,35 @@ class SystemAuthenticator:
                     f"system {token.username} must sign its requests with its certificate (WS-Security X.509); "
                     f"UsernameTokens are not accepted for it"
                 )
-            if tls_system is not None and tls_system.id != token.username:
+            if tls_system is not None and tls_system.system_id != token.username:
                 raise errors.CertificateMismatch(
-                    f"the UsernameToken names system {token.username} but the TLS certificate is of {tls_system.id}"
+                    f"the UsernameToken names system {token.username} but the TLS certificate is of "
+                    f"{tls_system.system_id}"
                 )
             return Identity(system_id=token.username, agencies=frozenset(agencies), is_admin=is_admin)
         if tls_system is not None:
-            return _identity(tls_system)
+            return tls_system
         raise errors.MissingCredentials("the request carries no credentials")
 
-    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> System | None:
+    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> Identity | None:
+        """The active system ``der`` is registered for, while the certificate is valid (None: no certificate)."""
         if der is None:
             return None
         fingerprint = hashlib.sha256(der).hexdigest()
-        cert = session.get(SystemCertificate, fingerprint)
-        if cert is None or not cert.system.active:
+        found = repo.system_of_certificate(session, fingerprint)
+        if found is None or not found[1]:
             raise errors.UnknownCertificate(
                 f"the {role} certificate (SHA-256 {fingerprint[:16]}…) is not registered for any active system; "
                 f"ask the operator to register it (lienthong system add … --cert)"
             )
+        system_id, _active, is_admin, not_before, not_after, agencies = found
         now = self.clock()
-        if not cert.not_before <= now <= cert.not_after:
+        if not not_before <= now <= not_after:
             raise errors.SystemCertificateExpired(
-                f"the {role} certificate of system {cert.system_id} is valid from {cert.not_before:%Y-%m-%d} to "
-                f"{cert.not_after:%Y-%m-%d}; renew it"
+                f"the {role} certificate of system {system_id} is valid from {not_before:%Y-%m-%d} to "
+                f"{not_after:%Y-%m-%d}; renew it"
             )
-        return cert.system
+        return Identity(system_id=system_id, agencies=frozenset(agencies), is_admin=is_admin)
 
 
 # --- the operations -------------------------------------------------------------------------------------
@@ -439,12 +433,10 @@ class Axis:
                 session, envelope.certificate.public_bytes(serialization.Encoding.DER), "request signing"
             )
             # the primary key refuses a second record of the same signature (caught below)
-            session.add(
-                ReplayRecord(signature_digest=digest, fingerprint=envelope.fingerprint, expires_at=expires)
-            )
+            repo.add_replay_record(session, digest, envelope.fingerprint, expires)
             self._replay_count += 1
             if self._replay_count % 200 == 0:
-                session.execute(delete(ReplayRecord).where(ReplayRecord.expires_at < self.clock()))
+                repo.prune_replay_records(session, self.clock())
             session.commit()
 
         try:

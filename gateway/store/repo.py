@@ -325,6 +325,37 @@ def system_login(session: Session, system_id: str) -> tuple[str, bool, bool, str
     return row[0], bool(row[1]), bool(row[2]), row[3], agencies
 
 
+def system_of_certificate(
+    session: Session, fingerprint: str
+) -> tuple[str, bool, bool, dt.datetime, dt.datetime, list[str]] | None:
+    """(system id, active, admin, not before, not after, agency codes) of the system a request-signing or
+    TLS certificate is registered for."""
+    raw = Raw(session)
+    row = raw.one(
+        "SELECT s.id, s.active, s.is_admin, c.not_before, c.not_after FROM system_certificates c "
+        "JOIN systems s ON s.id = c.system_id WHERE c.fingerprint = ?",
+        (fingerprint,),
+    )
+    if row is None:
+        return None
+    agencies = raw.scalars("SELECT agency_code FROM system_agencies WHERE system_id = ?", (row[0],))
+    return row[0], bool(row[1]), bool(row[2]), read_time(row[3]), read_time(row[4]), agencies
+
+
+def add_replay_record(session: Session, digest: str, fingerprint: str, expires: dt.datetime) -> None:
+    """Record a signed request's signature (the primary key refuses it a second time: IntegrityError)."""
+    raw = Raw(session)
+    raw.execute(
+        "INSERT INTO replay_records (signature_digest, fingerprint, expires_at) VALUES (?, ?, ?)",
+        (digest, fingerprint, raw.time(expires)),
+    )
+
+
+def prune_replay_records(session: Session, now: dt.datetime) -> None:
+    raw = Raw(session)
+    raw.execute("DELETE FROM replay_records WHERE expires_at < ?", (raw.time(now),))
+
+
 def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[bool, bool, bool, set[str]]]:
     """agency code → (active, require_signature, allow_sha1, registered seal fingerprints), one query."""
     codes = list(codes)
