@@ -34,8 +34,9 @@ import uuid
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from lxml import etree
 
 from gateway import errors
@@ -295,6 +296,19 @@ def verify_envelope(
 
 
 @dataclasses.dataclass(frozen=True)
+class Deferred:
+    """Text that stands in an answer's tree as ``placeholder`` (a token found nowhere else) and replaces it
+    when the answer is written: a large base64 value is then never copied into the tree."""
+
+    placeholder: str
+    data: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def of(cls, data: bytes) -> Deferred:
+        return cls(f"lienthong-deferred-{uuid.uuid4().hex}", data)
+
+
+@dataclasses.dataclass(frozen=True)
 class EnvelopeSigner:
     """A key and certificate, loaded once (zeep's own signer re-reads its key files on every call)."""
 
@@ -309,6 +323,9 @@ class EnvelopeSigner:
         key = xmlsec.Key.from_memory(self.key_pem, xmlsec.KeyFormat.PEM)
         object.__setattr__(self, "_key", key)
         private = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(private, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            raise ValueError("an envelope signing key must be ECDSA or RSA")
+        object.__setattr__(self, "_private", private)
         method = _T.ECDSA_SHA256 if isinstance(private, ec.EllipticCurvePrivateKey) else _T.RSA_SHA256
         object.__setattr__(self, "_method", method)
         cert = x509.load_pem_x509_certificate(self.cert_pem)
@@ -318,6 +335,54 @@ class EnvelopeSigner:
 
     def sign(self, envelope: etree._Element, at: dt.datetime) -> None:
         """Add Security (token, Timestamp, Signature over Body and Timestamp) to the envelope, in place."""
+        sig, body, stamp = self._template(envelope, at)
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key  # type: ignore[attr-defined]
+        ctx.register_id(body, "Id", WSU)
+        ctx.register_id(stamp, "Id", WSU)
+        ctx.sign(sig)
+
+    def sign_deferred(
+        self, envelope: etree._Element, at: dt.datetime, deferred: Deferred | None = None
+    ) -> None:
+        """Like :meth:`sign`, for an envelope whose Body may hold ``deferred.placeholder`` where
+        ``deferred.data`` goes (the base64 of a fetched packet): the signature covers the Body as it will
+        be sent, without that text ever being in the tree, where xmlsec would canonicalize and hold it
+        several times over (~8 × a 50 MB packet). The two digests are SHA-256 over the exclusive c14n of
+        the Timestamp and of the Body (lxml's, the placeholder's canonical form replaced by the data, which
+        c14n leaves as it is: base64 has nothing to escape), and the exclusive c14n of SignedInfo is signed
+        with ``cryptography``: the same bytes xmlsec would sign (``verify_envelope`` checks them with
+        xmlsec, the tests too)."""
+        sig, body, stamp = self._template(envelope, at)
+        references = sig.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
+        for reference, target, data in ((references[0], body, deferred), (references[1], stamp, None)):
+            canonical = etree.tostring(target, method="c14n", exclusive=True, with_comments=False)
+            digest = hashlib.sha256()
+            if data is None:
+                digest.update(canonical)
+            else:
+                head, found, tail = canonical.partition(data.placeholder.encode("ascii"))
+                if not found or data.placeholder.encode("ascii") in tail:
+                    raise ValueError("the deferred text's placeholder must be in the Body exactly once")
+                digest.update(head)
+                digest.update(data.data)
+                digest.update(tail)
+            reference.find(f"{{{DS}}}DigestValue").text = base64.b64encode(digest.digest()).decode()  # type: ignore[union-attr]
+        signed_info = sig.find(f"{{{DS}}}SignedInfo")
+        canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
+        private = self._private  # type: ignore[attr-defined]
+        if isinstance(private, ec.EllipticCurvePrivateKey):
+            r, s_ = decode_dss_signature(private.sign(canonical, ec.ECDSA(hashes.SHA256())))
+            size = (private.curve.key_size + 7) // 8
+            value = r.to_bytes(size, "big") + s_.to_bytes(size, "big")  # XML-DSig: r || s, not DER
+        else:
+            value = private.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
+        sig.find(f"{{{DS}}}SignatureValue").text = base64.b64encode(value).decode()  # type: ignore[union-attr]
+
+    def _template(
+        self, envelope: etree._Element, at: dt.datetime
+    ) -> tuple[etree._Element, etree._Element, etree._Element]:
+        """The Security header with an unsigned Signature template: (Signature, Body, Timestamp)."""
         header = envelope.find(_q(SOAP11_ENV, "Header"))
         body = envelope.find(_q(SOAP11_ENV, "Body"))
         if header is None:
@@ -351,8 +416,4 @@ class EnvelopeSigner:
         ref_el = etree.SubElement(str_el, _q(WSSE, "Reference"))
         ref_el.set("URI", f"#{token_id}")
         ref_el.set("ValueType", X509V3)
-        ctx = xmlsec.SignatureContext()
-        ctx.key = self._key  # type: ignore[attr-defined]
-        ctx.register_id(body, "Id", WSU)
-        ctx.register_id(stamp, "Id", WSU)
-        ctx.sign(sig)
+        return sig, body, stamp

@@ -23,7 +23,9 @@ from typing import Any
 from lxml import etree
 
 from gateway.axis import Axis
+from gateway.core.wssec import Deferred
 from gateway.soap.faults import SOAP11_ENV, TNS, LienthongFault, fault_element
+from gateway.soap.guard import DirectAnswer
 from gateway.soap.service import call_operation
 
 _NSMAP = {"soap11env": SOAP11_ENV, "tns": TNS}
@@ -82,24 +84,27 @@ class DirectOperations:
 
     def __init__(self, axis: Axis) -> None:
         self.axis = axis
-        self._handlers: dict[str, Callable[[dict, etree._Element, Any, str], etree._Element | None]] = {
+        self._handlers: dict[str, Callable[[etree._Element, Any, str], Any]] = {
             _q("sendEdoc"): self._send_edoc,
             _q("getEdoc"): self._get_edoc,
             _q("updateStatus"): self._update_status,
         }
 
-    def __call__(
-        self, payload: etree._Element, credentials: Any, correlation_id: str
-    ) -> tuple[bool, etree._Element] | None:
-        """(is it a fault, the answer envelope), or None to leave the request to spyne."""
+    def __call__(self, payload: etree._Element, credentials: Any, correlation_id: str) -> DirectAnswer | None:
+        """(is it a fault, the answer envelope, text deferred to the writing), or None to leave the
+        request to spyne."""
         handler = self._handlers.get(payload.tag)
         if handler is None:
             return None
         try:
             answer = handler(payload, credentials, correlation_id)
         except LienthongFault as fault:
-            return True, fault_answer(fault)
-        return None if answer is None else (False, answer)
+            return True, fault_answer(fault), None
+        if answer is None:
+            return None
+        if isinstance(answer, tuple):
+            return (False, *answer)
+        return False, answer, None
 
     def _call(
         self, payload: etree._Element, credentials: Any, cid: str, operation: Callable[..., Any]
@@ -127,7 +132,9 @@ class DirectOperations:
             answer.text("receipt", binascii.b2a_base64(out.receipt, newline=False).decode("ascii"))
         return answer.envelope
 
-    def _get_edoc(self, payload: etree._Element, credentials: Any, cid: str) -> etree._Element | None:
+    def _get_edoc(
+        self, payload: etree._Element, credentials: Any, cid: str
+    ) -> tuple[etree._Element, Deferred] | None:
         args = _arguments(payload, ("docId",), ())
         if args is None:
             return None
@@ -137,13 +144,14 @@ class DirectOperations:
         answer.text("docId", out.doc_id)
         answer.text("messageType", out.message_type)
         answer.text("sha256", out.sha256)
-        packet = etree.SubElement(answer.result, _q("packet"))
         content = out.content
-        del out  # the bytes are held once, by ``content``, until their base64 is in the tree
-        encoded = binascii.b2a_base64(content, newline=False)
+        del out  # the bytes are held once, by ``content``, until they are encoded
+        # the base64 (4/3 of the packet) never enters the tree: it is signed and written in place of a
+        # placeholder (EnvelopeSigner.sign_deferred, Guard._serialize)
+        deferred = Deferred.of(binascii.b2a_base64(content, newline=False))
         del content
-        packet.text = encoded  # ASCII bytes: lxml copies them as they are (no str of 4/3 the packet)
-        return answer.envelope
+        etree.SubElement(answer.result, _q("packet")).text = deferred.placeholder
+        return answer.envelope, deferred
 
     def _update_status(self, payload: etree._Element, credentials: Any, cid: str) -> etree._Element | None:
         args = _arguments(payload, ("docId", "status"), ("reason",))

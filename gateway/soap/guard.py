@@ -33,7 +33,7 @@ from gateway import errors
 from gateway.axis import RequestCredentials
 from gateway.core.credentials import UsernameToken
 from gateway.core.seal import KeyCache
-from gateway.core.wssec import EnvelopeSigner, TimestampPolicy, verify_envelope
+from gateway.core.wssec import Deferred, EnvelopeSigner, TimestampPolicy, verify_envelope
 from gateway.core.xmlparse import REQUEST_TREE, parse_xml
 from gateway.soap.faults import SOAP11_ENV, fault_envelope, log_refusal, new_correlation_id
 
@@ -48,6 +48,8 @@ ENV_TREE = "lienthong.envelope"
 ENV_CREDENTIALS = "lienthong.credentials"
 ENV_CORRELATION = "lienthong.correlation_id"
 ENV_PAYLOAD = "lienthong.payload"
+#: what the direct operations answer: (is it a fault, the envelope, text deferred to the writing)
+DirectAnswer = tuple[bool, etree._Element, Deferred | None]
 
 StartResponse = Callable[..., Any]
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
@@ -174,7 +176,7 @@ class Guard:
         response_signer: EnvelopeSigner | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         on_refusal: Callable[[str, str], None] | None = None,
-        direct: Callable[[etree._Element, Any, str], tuple[bool, etree._Element] | None] | None = None,
+        direct: Callable[[etree._Element, Any, str], DirectAnswer | None] | None = None,
     ) -> None:
         self.app = app
         #: answers the hot operations without spyne (gateway.soap.direct); None from it: spyne answers
@@ -242,13 +244,13 @@ class Guard:
                 )
                 return self._fault(start_response, err, cid)
             if answered is not None:
-                is_fault, envelope = answered
+                is_fault, envelope, deferred = answered
                 status = "500 Internal Server Error" if is_fault else "200 OK"
                 self._log_request(environ, status, started, cid)
-                body = self._serialize(envelope)
-                del envelope, answered
+                chunks = self._serialize(envelope, deferred)
+                del envelope, answered, deferred
                 headers = [("Content-Type", "text/xml; charset=utf-8")]
-                return self._respond(start_response, status, headers, [body], cid, signed=True)
+                return self._respond(start_response, status, headers, chunks, cid, signed=True)
         captured: list[tuple[str, list[tuple[str, str]]]] = []
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -297,18 +299,28 @@ class Guard:
         signed: bool = False,
     ) -> list[bytes]:
         """Send a SOAP response (taken out of ``holder``), signed with the gateway's key when it has one
-        (``signed``: it is already, by :meth:`_serialize`)."""
-        body = self._sign(holder) if self.response_signer is not None and not signed else holder.pop()
+        (``signed``: it is already, and ``holder`` holds its chunks, by :meth:`_serialize`)."""
+        if signed:
+            body = holder
+        else:
+            body = [self._sign(holder) if self.response_signer is not None else holder.pop()]
         out = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-correlation-id")]
-        out += [("Content-Length", str(len(body))), ("X-Correlation-Id", cid), *(extra or [])]
+        length = sum(len(chunk) for chunk in body)
+        out += [("Content-Length", str(length)), ("X-Correlation-Id", cid), *(extra or [])]
         start_response(status, out)
-        return [body]
+        return body
 
-    def _serialize(self, envelope: etree._Element) -> bytes:
-        """An answer built as a tree: signed in place (no parse of our own output), serialized once."""
+    def _serialize(self, envelope: etree._Element, deferred: Deferred | None = None) -> list[bytes]:
+        """An answer built as a tree: signed in place (no parse of our own output) and serialized once.
+        ``deferred`` (a fetched packet's base64) is not in the tree but in place of its placeholder: the
+        answer goes out as the chunks around it and the data itself, never copied."""
         if self.response_signer is not None:
-            self.response_signer.sign(envelope, self.clock())
-        return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+            self.response_signer.sign_deferred(envelope, self.clock(), deferred)
+        out = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        if deferred is None:
+            return [out]
+        head, _found, tail = out.partition(deferred.placeholder.encode("ascii"))
+        return [head, deferred.data, tail]
 
     def _sign(self, holder: list[bytes]) -> bytes:
         # our own serialization, so a plain parse is safe; large responses (getEdoc) need huge mode. The
