@@ -492,6 +492,10 @@ class Axis:
             )
             root = seal.root
         packet = packet_fields(root, data)  # routing data: read from what the verification covered
+        # the trees are done with: a large packet's tree (about its size again) is not held while storing
+        del tree, root
+        if seal is not None:
+            seal = dataclasses.replace(seal, root=None)  # type: ignore[arg-type]
         routing.check_sender(packet, identity)
         routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 

@@ -116,12 +116,15 @@ class DirectOperations:
         args = _arguments(payload, ("packet",), ())
         if args is None:
             return None
+        text = args.pop("packet")
+        (element,) = payload  # the tree's copy of the base64 goes first, then the text once decoded: a
+        element.text = None  # 50 MB packet is then held as text and bytes (117 MB), not also in the tree
         try:
-            data = binascii.a2b_base64(args.pop("packet"))
+            data = binascii.a2b_base64(text)
         except (binascii.Error, ValueError):
-            return None  # spyne's validation fault
-        for child in payload:  # the decoded bytes are all that is needed now (a packet may be 50 MB)
-            child.text = None
+            element.text = text  # as it came: spyne answers with its validation fault
+            return None
+        del text
         out = self._call(payload, credentials, cid, lambda ax, creds: ax.send_edoc(creds, data))
         answer = _Answer("sendEdoc")
         answer.text("docId", out.doc_id)
