@@ -70,7 +70,17 @@ class Raw:
             ) from exc
         return self._cursor
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+    def one(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> tuple | None:
+        """The first row. ``binary``: PostgreSQL sends the row in binary form (a ``bytea`` of 50 MB then
+        arrives as 50 MB, not as 100 MB of hex text decoded into a third copy)."""
+        if binary and self.pg:
+            statement = self._sql(sql)
+            try:
+                return self._cursor.execute(statement, params, binary=True).fetchone()
+            except self._error as exc:
+                raise sa_exc.DBAPIError.instance(
+                    statement, params, exc, self._error, hide_parameters=True
+                ) from exc
         return self._run(sql, params).fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

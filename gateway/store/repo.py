@@ -262,6 +262,7 @@ def packet_head(session: Session, doc_id: str, *, with_content: bool = False) ->
         + (", content" if with_content else "")
         + " FROM packets WHERE doc_id = ?",
         (doc_id,),
+        binary=with_content,
     )
     if row is None:
         return None
