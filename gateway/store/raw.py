@@ -57,11 +57,20 @@ class Raw:
             converted = _PG[sql] = sql.replace("%", "%%").replace("?", "%s")
         return converted
 
-    def _run(self, sql: str, params: Sequence[Any] | Iterable[Sequence[Any]], many: bool = False) -> Any:
+    def _run(
+        self,
+        sql: str,
+        params: Sequence[Any] | Iterable[Sequence[Any]],
+        *,
+        many: bool = False,
+        binary: bool = False,
+    ) -> Any:
         statement = self._sql(sql)
         try:
             if many:
                 self._cursor.executemany(statement, params)
+            elif binary and self.pg:
+                self._cursor.execute(statement, params, binary=True)
             else:
                 self._cursor.execute(statement, params)
         except self._error as exc:
@@ -73,15 +82,7 @@ class Raw:
     def one(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> tuple | None:
         """The first row. ``binary``: PostgreSQL sends the row in binary form (a ``bytea`` of 50 MB then
         arrives as 50 MB, not as 100 MB of hex text decoded into a third copy)."""
-        if binary and self.pg:
-            statement = self._sql(sql)
-            try:
-                return self._cursor.execute(statement, params, binary=True).fetchone()
-            except self._error as exc:
-                raise sa_exc.DBAPIError.instance(
-                    statement, params, exc, self._error, hide_parameters=True
-                ) from exc
-        return self._run(sql, params).fetchone()
+        return self._run(sql, params, binary=binary).fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._run(sql, params).fetchall()

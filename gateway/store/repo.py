@@ -393,21 +393,6 @@ def other_document_digests(session: Session, sender: str, document_id: str) -> l
     return [(r[0], r[1]) for r in rows]
 
 
-def insert_packet(
-    session: Session,
-    values: dict,
-    recipients: Sequence[str],
-    message_type: str,
-    now: dt.datetime,
-    due: dt.datetime | None = None,
-) -> int:
-    """The packet row and one delivery per recipient, as two statements. ``due``: when the recipients'
-    receipt (01/03) is due, for a document."""
-    packet_id = insert_packet_row(session, values)
-    insert_deliveries(session, packet_id, recipients, message_type, now, due)
-    return packet_id
-
-
 #: the packet columns :func:`insert_packet_row` writes (all of them but ``id``)
 PACKET_COLUMNS = (
     "doc_id",

@@ -143,9 +143,7 @@ def test_fault_answers_are_spynes(world, spyne_app, payload, system, code):
     ],
     ids=["missing", "empty", "twice", "attribute", "bad-base64"],
 )
-def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(
-    world, spyne_app, payload, monkeypatch
-):
+def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(world, spyne_app, payload):
     """The in-process application keeps its direct path here, and the test checks that it declined."""
     config = Config.from_sources(
         {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
