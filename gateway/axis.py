@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
@@ -78,6 +79,10 @@ def utcnow() -> dt.datetime:
 
 
 # --- results --------------------------------------------------------------------------------------------
+
+
+#: packets from this size on wait in a temporary file while their seal is verified (see Axis.send_edoc)
+SPOOL_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,7 +471,14 @@ class Axis:
             }
             return identity, policies
 
-    def send_edoc(self, credentials: object | None, data: bytes) -> SendOutcome:
+    def send_edoc(self, credentials: object | None, data: bytes | list[bytes]) -> SendOutcome:
+        """Check and store one packet. ``data``: its bytes, or a list holding them that the caller lets go
+        of: a packet of :data:`SPOOL_BYTES` or more is then kept in a temporary file while its seal is
+        verified (the bytes are needed again only to be stored), not in memory beside its tree and the
+        two canonical copies of its text that xmlsec makes."""
+        owned = isinstance(data, list)
+        if isinstance(data, list):
+            data = data.pop()
         identity, policies = self._identity_and_policies(credentials)
         # no database work before the packet is good: parse, schema, seal
         tree = check_packet(data, self.schemas, self.limits)
@@ -475,7 +487,12 @@ class Axis:
         policy = policies[claimed.from_organ]
         seal: VerifiedSeal | None = None
         root = tree.getroot()
+        spool = None
         if policy.require_signature or is_sealed(tree):
+            if owned and len(data) >= SPOOL_BYTES:
+                spool = tempfile.TemporaryFile(prefix="lienthong-packet-")
+                spool.write(data)
+                del data
             seal = verify_seal(
                 tree,
                 policy=self.seals.policy,
@@ -491,11 +508,18 @@ class Axis:
                 subject_attribute_name=self.seals.subject_attribute,
             )
             root = seal.root
-        packet = packet_fields(root, data)  # routing data: read from what the verification covered
+        # routing data: read from what the verification covered (the digest and size are of the same bytes)
+        packet = dataclasses.replace(packet_fields(root, b""), sha256=claimed.sha256, size=claimed.size)
         # the trees are done with: a large packet's tree (about its size again) is not held while storing
         del tree, root
         if seal is not None:
             seal = dataclasses.replace(seal, root=None)  # type: ignore[arg-type]
+        if spool is not None:
+            with spool:
+                spool.seek(0)
+                data = spool.read()
+            if len(data) != claimed.size or hashlib.sha256(data).hexdigest() != claimed.sha256:
+                raise errors.InternalError("the packet's temporary copy changed; nothing was stored")
         routing.check_sender(packet, identity)
         routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 

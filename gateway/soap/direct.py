@@ -125,7 +125,9 @@ class DirectOperations:
             element.text = text  # as it came: spyne answers with its validation fault
             return None
         del text
-        out = self._call(payload, credentials, cid, lambda ax, creds: ax.send_edoc(creds, data))
+        held = [data]  # handed over: the axis may keep a large packet in a temporary file while checking it
+        del data
+        out = self._call(payload, credentials, cid, lambda ax, creds: ax.send_edoc(creds, held))
         answer = _Answer("sendEdoc")
         answer.text("docId", out.doc_id)
         answer.text("messageType", out.message_type)

@@ -169,3 +169,50 @@ def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(world, s
     assert declined == [True]
     assert status == _status
     assert _comparable(answer) == _comparable(spyne_answer)
+
+
+def test_a_spooled_packet_is_stored_as_sent_and_a_bad_one_leaves_nothing(world, monkeypatch):
+    """Packets from SPOOL_BYTES on wait in a temporary file while their seal is verified (here every
+    packet: the threshold is lowered); the bytes stored and fetched are the bytes sent, and a packet whose
+    seal fails is refused with nothing stored."""
+    import gateway.axis as axis_mod
+
+    monkeypatch.setattr(axis_mod, "SPOOL_BYTES", 1)
+    spooled = []
+    real = axis_mod.tempfile.TemporaryFile
+
+    def watched(*args, **kw):
+        spooled.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(axis_mod.tempfile, "TemporaryFile", watched)
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    try:
+        packet = world.seal(new_document(G22, [H41], subject="Gửi qua tệp tạm"), G22)
+        send = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
+        status, answer = _in_process(app, send)
+        assert status.startswith("200") and spooled == [1]
+        doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
+        get = raw.envelope(
+            f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
+            raw.security_header("nghean", world.secrets["nghean"]),
+        )
+        status, answer = _in_process(app, get)
+        assert status.startswith("200")
+        assert base64.b64decode(etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}packet")) == packet
+
+        forged = packet.replace("Gửi qua tệp tạm".encode(), "Gửi qua tệp giả".encode())
+        before, head = world.snapshot(), world.audit_head()
+        send = raw.envelope(raw.send_edoc_payload(forged), raw.security_header("vpcp", world.secrets["vpcp"]))
+        status, answer = _in_process(app, send)
+        assert status.startswith("500") and b"Client.Seal." in answer
+        assert len(spooled) == 2
+        assert world.snapshot() == before  # nothing stored (the refusal's audit entry is not in the digest)
+        assert world.audit_head() == head + 1
+    finally:
+        app.axis.db.dispose()
