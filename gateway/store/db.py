@@ -34,6 +34,8 @@ log = logging.getLogger("lienthong.store")
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: a pooled connection's info key: close it when it goes back to the pool (see gateway.store.raw)
+DISCARD_AFTER_USE = "lienthong_discard_after_use"
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -51,6 +53,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.close()
+
+        @event.listens_for(engine, "checkin")
+        def _sqlite_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+            # the driver keeps a statement's last bound values in its statement cache until that statement
+            # runs again: a connection that stored a large packet would hold a copy of it for good
+            if record.info.pop(DISCARD_AFTER_USE, False):
+                record.invalidate()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]

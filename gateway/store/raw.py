@@ -28,6 +28,8 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from gateway.store.db import DISCARD_AFTER_USE
+
 _UTC = dt.timezone.utc
 _PG: dict[str, str] = {}
 
@@ -40,14 +42,15 @@ def placeholders(n: int) -> str:
 class Raw:
     """The DBAPI cursor of ``session``'s connection (starting its transaction if it has none yet)."""
 
-    __slots__ = ("_cursor", "_error", "pg")
+    __slots__ = ("_cursor", "_error", "_pooled", "pg")
 
     def __init__(self, session: Session) -> None:
         connection = session.connection()
         dialect = connection.dialect
         self.pg = dialect.name == "postgresql"
         self._error = dialect.loaded_dbapi.Error
-        self._cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._pooled = connection.connection
+        self._cursor = self._pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def _sql(self, sql: str) -> str:
         if not self.pg:
@@ -103,6 +106,11 @@ class Raw:
         if self.pg:
             return self._run(sql + " RETURNING id", params).fetchone()[0]
         return self._run(sql, params).lastrowid
+
+    def discard_after_use(self) -> None:
+        """Close this connection when it goes back to the pool instead of keeping it: SQLite's driver holds
+        a statement's last bound values (a whole packet) until that statement runs again."""
+        self._pooled.info[DISCARD_AFTER_USE] = True
 
     def time(self, value: dt.datetime | None) -> Any:
         return bind_time(value, self.pg)

@@ -425,12 +425,18 @@ _INSERT_PACKET_SQL = (
 )
 
 
+#: on SQLite, a connection that stored a packet of this size or more is closed afterwards, not pooled
+KEEP_CONNECTION_BYTES = 8 << 20
+
+
 def insert_packet_row(session: Session, values: dict) -> int:
     """Insert a packet (``values``: every column of :data:`PACKET_COLUMNS`); its id."""
     if values.keys() != set(PACKET_COLUMNS):
         raise ValueError(f"packet columns differ: {sorted(set(PACKET_COLUMNS) ^ values.keys())}")
     raw = Raw(session)
     params = [raw.time(values[c]) if c in _PACKET_TIMES else values[c] for c in PACKET_COLUMNS]
+    if not raw.pg and len(values["content"]) >= KEEP_CONNECTION_BYTES:
+        raw.discard_after_use()  # sqlite3 would keep the bound packet in its statement cache
     return raw.insert_id(_INSERT_PACKET_SQL, params)
 
 

@@ -216,3 +216,52 @@ def test_a_spooled_packet_is_stored_as_sent_and_a_bad_one_leaves_nothing(world, 
         assert world.audit_head() == head + 1
     finally:
         app.axis.db.dispose()
+
+
+def test_sqlite_does_not_keep_a_large_packet_in_a_pooled_connection(world, monkeypatch):
+    """sqlite3 keeps a statement's last bound values until the statement runs again: a pooled connection
+    that stored a large packet would hold a copy of it for good. Such a connection is closed on its way
+    back to the pool (here for any packet: the threshold is lowered), and the next request opens another."""
+    if not world.database_url.startswith("sqlite"):
+        pytest.skip("a property of SQLite's driver")
+    import sqlalchemy
+
+    import gateway.store.repo as repo_mod
+
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    connects = []
+    sqlalchemy.event.listen(app.axis.db.engine, "connect", lambda *_: connects.append(1))
+    try:
+        small = world.seal(new_document(G22, [H41], subject="Gói nhỏ"), G22)
+        status, _ = _in_process(
+            app,
+            raw.envelope(raw.send_edoc_payload(small), raw.security_header("vpcp", world.secrets["vpcp"])),
+        )
+        assert status.startswith("200")
+        opened = len(connects)
+        status, _ = _in_process(
+            app, raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"]))
+        )
+        assert len(connects) == opened, "an ordinary packet leaves its connection pooled"
+
+        monkeypatch.setattr(repo_mod, "KEEP_CONNECTION_BYTES", 1)
+        large = world.seal(new_document(G22, [H41], subject="Gói lớn"), G22)
+        status, _ = _in_process(
+            app,
+            raw.envelope(raw.send_edoc_payload(large), raw.security_header("vpcp", world.secrets["vpcp"])),
+        )
+        assert status.startswith("200")
+        # the one connection the writes used was closed: the next requests need a new one
+        for _ in range(3):
+            _in_process(
+                app,
+                raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
+            )
+        assert len(connects) == opened + 1
+    finally:
+        app.axis.db.dispose()
