@@ -42,14 +42,14 @@ def lock_chain(session: Session) -> None:
     transaction = session.get_transaction()
     if transaction is not None and session.info.get("audit_locked") is transaction:
         return  # held already, until this transaction ends
-    raw = Raw(session)
+    raw = Raw.of(session)
     if raw.pg:
         raw.one("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
     session.info["audit_locked"] = session.get_transaction()
 
 
 def head(session: Session) -> tuple[int, bytes]:
-    row = Raw(session).one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    row = Raw.of(session).one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     return (row[0], bytes.fromhex(row[1])) if row else (0, ev.GENESIS)
 
 
@@ -61,7 +61,7 @@ def append(session: Session, kind: str, now: dt.datetime, **content: Any) -> int
     seq += 1
     data = ev.canonical({"seq": seq, "event": kind, "at": ev.iso(now), **content})
     digest = ev.chain(previous, ev.content_digest(data))
-    Raw(session).execute(
+    Raw.of(session).execute(
         "INSERT INTO audit_log (seq, kind, doc_id, content, hash) VALUES (?, ?, ?, ?, ?)",
         (seq, kind, content.get("docId"), data, digest.hex()),
     )
@@ -140,7 +140,7 @@ def sign_receipt(
 
 def store_receipts(session: Session, receipts: list[SignedReceipt], new_packet_id: int) -> None:
     if receipts:
-        raw = Raw(session)
+        raw = Raw.of(session)
         raw.many(
             "INSERT INTO receipts (receipt_id, packet_id, kind, recipient_code, created_at, content) "
             "VALUES (?, ?, ?, ?, ?, ?)",

@@ -37,7 +37,7 @@ def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencySta
     codes = list(codes)
     if not codes:
         return {}
-    rows = Raw(session).all(
+    rows = Raw.of(session).all(
         f"SELECT code, active FROM agencies WHERE code IN ({placeholders(len(codes))})", codes
     )
     return {code: AgencyState(code=code, active=bool(active)) for code, active in rows}
@@ -97,7 +97,7 @@ def delivery_of_document(
 
 
 def recipients_of(session: Session, packet_id: int) -> list[str]:
-    return Raw(session).scalars(
+    return Raw.of(session).scalars(
         "SELECT recipient_code FROM deliveries WHERE packet_id = ? ORDER BY id", (packet_id,)
     )
 
@@ -139,7 +139,7 @@ def inbox(
     recipients = list(recipients)
     if not recipients:
         return []
-    raw = Raw(session)
+    raw = Raw.of(session)
     sql = (
         "SELECT p.doc_id, d.message_type, d.recipient_code, p.sender_code, p.document_id, p.subject, "
         "p.status_code, d.created_at, d.state, d.lifecycle, d.lifecycle_doc_id "
@@ -225,7 +225,7 @@ def mark_fetched(session: Session, ids: Sequence[int], now: dt.datetime, due: dt
     is now due at ``due`` (one statement). Returns the recipients whose copy this call marked."""
     if not ids:
         return []
-    raw = Raw(session)
+    raw = Raw.of(session)
     return raw.scalars(
         "UPDATE deliveries SET fetched_at = ?, "
         "state = CASE WHEN state = 'pending' THEN 'fetched' ELSE state END, "
@@ -257,7 +257,7 @@ class DeliveryState:
 
 
 def packet_head(session: Session, doc_id: str, *, with_content: bool = False) -> PacketHead | None:
-    row = Raw(session).one(
+    row = Raw.of(session).one(
         "SELECT id, doc_id, message_type, sender_code, sender_system, sha256"
         + (", content" if with_content else "")
         + " FROM packets WHERE doc_id = ?",
@@ -280,7 +280,7 @@ def addressed_deliveries(
     recipients = list(recipients)
     if not recipients:
         return []
-    raw = Raw(session)
+    raw = Raw.of(session)
     rows = raw.all(
         "SELECT id, recipient_code, state, fetched_at IS NOT NULL FROM deliveries "
         f"WHERE packet_id = ? AND recipient_code IN ({placeholders(len(recipients))}) ORDER BY id"
@@ -302,7 +302,7 @@ def acknowledge(
     (any other state clears the reason)."""
     if not ids:
         return
-    raw = Raw(session)
+    raw = Raw.of(session)
     where = f" WHERE id IN ({placeholders(len(ids))})"
     if status in ("done", "fail"):
         raw.execute(
@@ -318,7 +318,7 @@ def acknowledge(
 
 def system_login(session: Session, system_id: str) -> tuple[str, bool, bool, str, list[str]] | None:
     """(secret hash, active, admin, auth method, agency codes) of a system, in two light queries."""
-    raw = Raw(session)
+    raw = Raw.of(session)
     row = raw.one("SELECT secret_hash, active, is_admin, auth_method FROM systems WHERE id = ?", (system_id,))
     if row is None:
         return None
@@ -331,7 +331,7 @@ def system_of_certificate(
 ) -> tuple[str, bool, bool, dt.datetime, dt.datetime, list[str]] | None:
     """(system id, active, admin, not before, not after, agency codes) of the system a request-signing or
     TLS certificate is registered for."""
-    raw = Raw(session)
+    raw = Raw.of(session)
     row = raw.one(
         "SELECT s.id, s.active, s.is_admin, c.not_before, c.not_after FROM system_certificates c "
         "JOIN systems s ON s.id = c.system_id WHERE c.fingerprint = ?",
@@ -345,7 +345,7 @@ def system_of_certificate(
 
 def add_replay_record(session: Session, digest: str, fingerprint: str, expires: dt.datetime) -> None:
     """Record a signed request's signature (the primary key refuses it a second time: IntegrityError)."""
-    raw = Raw(session)
+    raw = Raw.of(session)
     raw.execute(
         "INSERT INTO replay_records (signature_digest, fingerprint, expires_at) VALUES (?, ?, ?)",
         (digest, fingerprint, raw.time(expires)),
@@ -353,7 +353,7 @@ def add_replay_record(session: Session, digest: str, fingerprint: str, expires: 
 
 
 def prune_replay_records(session: Session, now: dt.datetime) -> None:
-    raw = Raw(session)
+    raw = Raw.of(session)
     raw.execute("DELETE FROM replay_records WHERE expires_at < ?", (raw.time(now),))
 
 
@@ -363,7 +363,7 @@ def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[boo
     out: dict[str, tuple[bool, bool, bool, set[str]]] = {}
     if not codes:
         return out
-    rows = Raw(session).all(
+    rows = Raw.of(session).all(
         "SELECT a.code, a.active, a.require_signature, a.allow_sha1, c.fingerprint FROM agencies a "
         "LEFT OUTER JOIN agency_certificates c ON c.agency_code = a.code "
         f"WHERE a.code IN ({placeholders(len(codes))})",
@@ -378,19 +378,23 @@ def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[boo
 
 def earlier_packet(session: Session, sender: str, sha256: str) -> tuple[int, str, str] | None:
     """(id, docId, message type) of the packet with these bytes from this sender, if any."""
-    row = Raw(session).one(
+    row = Raw.of(session).one(
         "SELECT id, doc_id, message_type FROM packets WHERE sender_code = ? AND sha256 = ?", (sender, sha256)
     )
     return (row[0], row[1], row[2]) if row else None
 
 
 def other_document_digests(session: Session, sender: str, document_id: str) -> list[tuple[str, str]]:
-    """(docId, SHA-256) of the sender's documents with this DocumentId."""
-    rows = Raw(session).all(
-        "SELECT doc_id, sha256 FROM packets WHERE sender_code = ? AND document_id = ? AND message_type = 'edoc'",
+    """(docId, SHA-256) of the sender's documents with this DocumentId.
+
+    The message type is filtered here, not in SQL: with ``message_type = 'edoc'`` in the WHERE clause SQLite
+    (which has no statistics) walks ``ix_packets_sender_type_created``, every document the sender ever
+    sent, on each sendEdoc, instead of the few rows ``ix_packets_sender_document_id`` finds."""
+    rows = Raw.of(session).all(
+        "SELECT doc_id, sha256, message_type FROM packets WHERE sender_code = ? AND document_id = ?",
         (sender, document_id),
     )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1]) for r in rows if r[2] == "edoc"]
 
 
 #: the packet columns :func:`insert_packet_row` writes (all of them but ``id``)
@@ -433,7 +437,7 @@ def insert_packet_row(session: Session, values: dict) -> int:
     """Insert a packet (``values``: every column of :data:`PACKET_COLUMNS`); its id."""
     if values.keys() != set(PACKET_COLUMNS):
         raise ValueError(f"packet columns differ: {sorted(set(PACKET_COLUMNS) ^ values.keys())}")
-    raw = Raw(session)
+    raw = Raw.of(session)
     params = [raw.time(values[c]) if c in _PACKET_TIMES else values[c] for c in PACKET_COLUMNS]
     if not raw.pg and len(values["content"]) >= KEEP_CONNECTION_BYTES:
         raw.discard_after_use()  # sqlite3 would keep the bound packet in its statement cache
@@ -448,7 +452,7 @@ def insert_deliveries(
     now: dt.datetime,
     due: dt.datetime | None = None,
 ) -> None:
-    raw = Raw(session)
+    raw = Raw.of(session)
     created, due_at = raw.time(now), raw.time(due)
     raw.many(
         "INSERT INTO deliveries (packet_id, recipient_code, message_type, state, created_at, due_at) "
@@ -598,7 +602,7 @@ def lock_recipients(session: Session, recipients: Iterable[str]) -> None:
         {QUEUE_LOCK_BASE + hashlib.sha256(r.encode()).digest()[0] % QUEUE_LOCKS for r in recipients}
     )
     if keys:
-        Raw(session).one(
+        Raw.of(session).one(
             "SELECT count(pg_advisory_xact_lock(k)) FROM "
             "(SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS ordered",
             (keys,),
@@ -629,7 +633,7 @@ def add_events(session: Session, rows: Sequence[dict]) -> None:
         unknown = {k for row in rows for k in row} - set(_EVENT_COLUMNS)
         if unknown:
             raise ValueError(f"not event columns: {sorted(unknown)}")
-        raw = Raw(session)
+        raw = Raw.of(session)
         raw.many(
             _INSERT_EVENT_SQL,
             [
@@ -655,7 +659,7 @@ def events_of(session: Session, packet_id: int, recipients: Iterable[str] | None
 def doc_id_of(session: Session, packet_id: int | None) -> str | None:
     if packet_id is None:
         return None
-    row = Raw(session).one("SELECT doc_id FROM packets WHERE id = ?", (packet_id,))
+    row = Raw.of(session).one("SELECT doc_id FROM packets WHERE id = ?", (packet_id,))
     return row[0] if row else None
 
 
@@ -703,7 +707,7 @@ def overdue(
 
 
 def submission_receipt(session: Session, packet_id: int) -> bytes | None:
-    row = Raw(session).one(
+    row = Raw.of(session).one(
         "SELECT content FROM receipts WHERE packet_id = ? AND kind = 'submission' ORDER BY id LIMIT 1",
         (packet_id,),
     )
@@ -712,7 +716,7 @@ def submission_receipt(session: Session, packet_id: int) -> bytes | None:
 
 def packet_digest(session: Session, packet_id: int) -> tuple[str, str, str, str] | None:
     """(docId, SHA-256, sender agency, sender system) of a packet."""
-    row = Raw(session).one(
+    row = Raw.of(session).one(
         "SELECT doc_id, sha256, sender_code, sender_system FROM packets WHERE id = ?", (packet_id,)
     )
     return (row[0], row[1], row[2], row[3]) if row else None
