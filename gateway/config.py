@@ -30,6 +30,8 @@ as a plain mapping, so tests pass a dict.
   (1000).
 - ``LIENTHONG_EVIDENCE`` / ``evidence``: keep receipts and the audit chain (``true``); ``false`` only to
   measure what they cost.
+- ``LIENTHONG_COMPUTE_SLOTS`` / ``compute_slots``: requests a worker process computes at once once their
+  body is read (1); its threads still read and answer side by side (see :mod:`gateway.soap.guard`).
 - ``LIENTHONG_HOLIDAYS`` / ``holidays``: public holidays, ``YYYY-MM-DD`` separated by commas (a TOML list
   in the file); none by default.
 
@@ -112,6 +114,8 @@ class Config:
     #: receipts and the audit chain (off only for measurements), and the checkpoint interval in entries
     evidence: bool = True
     checkpoint_every: int = 1000
+    #: requests a worker process computes at once (its threads still read and write side by side)
+    compute_slots: int = 1
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -169,6 +173,7 @@ class Config:
             "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
             "trust_anchors", "seal_subject_attribute", "allow_sha1", "gateway_key", "gateway_cert", "clock_skew",
             "working_days", "cutoff", "holidays", "evidence", "checkpoint_every",
+            "compute_slots",
         }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -278,6 +283,14 @@ class Config:
         except (TypeError, ValueError):
             problems.append(f"checkpoint_every must be a whole number of entries, got {every!r}")
             every = 1000
+        slots: Any = pick("compute_slots", "LIENTHONG_COMPUTE_SLOTS")
+        try:
+            slots = int(slots) if slots is not None else 1
+            if not 1 <= slots <= 64:
+                problems.append(f"compute_slots must be 1–64, got {slots}")
+        except (TypeError, ValueError):
+            problems.append(f"compute_slots must be a whole number of requests, got {slots!r}")
+            slots = 1
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -299,4 +312,5 @@ class Config:
             holidays=frozenset(holidays),
             evidence=evidence,
             checkpoint_every=every,
+            compute_slots=slots,
         )

@@ -274,6 +274,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         response_signer=load_signer(config),
         on_refusal=lambda code, cid: axis.audit_refusal(code, "(request)", cid),
         direct=DirectOperations(axis),
+        compute_slots=config.compute_slots,
     )
     guard.axis = axis  # type: ignore[attr-defined]
     return guard

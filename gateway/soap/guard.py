@@ -13,6 +13,13 @@ Order of checks (each refusal is a SOAP fault with its own code and a correlatio
    (``Client.Request.MalformedEnvelope``);
 6. the WS-Security header read into credentials (checked later, in the operation's transaction).
 
+Once the body is read, the rest of the request (parse, checks, the operation, the answer and its
+signature) waits for one of the worker's *compute slots* (``compute_slots``, default 1). The worker's
+threads still read requests and write answers side by side, so a slow upload holds a thread, not the
+worker; but only so many requests compute at once. Python runs one thread at a time anyway: more than one
+request computing in a process only adds switching, and a thread that holds the database's writer lock
+could be kept waiting for the interpreter by a sibling mid-transaction, holding up the other workers.
+
 spyne then works on the tree parsed here (see :class:`gateway.soap.app.GuardedSoap11`), never on a second
 parse of the bytes, and never resolves references (the guard refused them).
 """
@@ -23,6 +30,7 @@ import datetime as dt
 import io
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,6 +56,8 @@ ENV_TREE = "lienthong.envelope"
 ENV_CREDENTIALS = "lienthong.credentials"
 ENV_CORRELATION = "lienthong.correlation_id"
 ENV_PAYLOAD = "lienthong.payload"
+#: set while this request holds one of the worker's compute slots
+ENV_SLOT = "lienthong.compute_slot"
 #: what the direct operations answer: (is it a fault, the envelope, text deferred to the writing)
 DirectAnswer = tuple[bool, etree._Element, Deferred | None]
 
@@ -177,8 +187,13 @@ class Guard:
         clock: Callable[[], dt.datetime] | None = None,
         on_refusal: Callable[[str, str], None] | None = None,
         direct: Callable[[etree._Element, Any, str], DirectAnswer | None] | None = None,
+        compute_slots: int = 1,
     ) -> None:
+        if compute_slots < 1:
+            raise ValueError("compute_slots must be at least 1")
         self.app = app
+        #: requests of this process that compute at once, once their body is read (see the module's doc)
+        self._slots = threading.BoundedSemaphore(compute_slots)
         #: answers the hot operations without spyne (gateway.soap.direct); None from it: spyne answers
         self.direct = direct
         self.max_request_bytes = max_request_bytes
@@ -213,6 +228,13 @@ class Guard:
         return [body]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            return self._handle(environ, start_response)
+        finally:
+            if environ.pop(ENV_SLOT, False):
+                self._slots.release()
+
+    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         cid = new_correlation_id()
         environ[ENV_CORRELATION] = cid
@@ -381,6 +403,8 @@ class Guard:
                 limit=self.max_request_bytes,
             )
         body = _read_exactly(environ["wsgi.input"], length)
+        self._slots.acquire()  # released by __call__ once the answer is ready
+        environ[ENV_SLOT] = True
         tree = parse_xml(
             body,
             max_bytes=self.max_request_bytes,
