@@ -61,6 +61,7 @@ from gateway.core.wssec import VerifiedEnvelope
 from gateway.store import repo
 from gateway.store.db import Database
 from gateway.store.models import Agency, Event, Packet
+from gateway.store.raw import Reader
 
 log = logging.getLogger("lienthong.axis")
 
@@ -283,9 +284,14 @@ class _Step:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, session: Session, credentials: object | None) -> Identity: ...
+    """Reads through ``Raw.of(session)`` only: it is given a request's Session, or a :class:`Reader`
+    before the request's transaction."""
 
-    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> Identity | None: ...
+    def authenticate(self, session: Session | Reader, credentials: object | None) -> Identity: ...
+
+    def system_for_certificate(
+        self, session: Session | Reader, der: bytes | None, role: str
+    ) -> Identity | None: ...
 
 
 _DUMMY_HASH = "sha256$" + "00" * 16 + "$" + "00" * 32
@@ -316,7 +322,7 @@ class SystemAuthenticator:
     def __init__(self, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.clock = clock
 
-    def authenticate(self, session: Session, credentials: object | None) -> Identity:
+    def authenticate(self, session: Session | Reader, credentials: object | None) -> Identity:
         if credentials is None:
             raise errors.MissingCredentials(
                 "the request carries no credentials: sign it (WS-Security X.509) or, if your operator allows "
@@ -361,7 +367,9 @@ class SystemAuthenticator:
             return tls_system
         raise errors.MissingCredentials("the request carries no credentials")
 
-    def system_for_certificate(self, session: Session, der: bytes | None, role: str) -> Identity | None:
+    def system_for_certificate(
+        self, session: Session | Reader, der: bytes | None, role: str
+    ) -> Identity | None:
         """The active system ``der`` is registered for, while the certificate is valid (None: no certificate)."""
         if der is None:
             return None
@@ -453,20 +461,20 @@ class Axis:
             ) from None
 
     def authenticate(self, credentials: object | None) -> Identity:
-        with self.db.unit_of_work() as session:
-            return self.authenticator.authenticate(session, credentials)
+        with self.db.reader() as reader:
+            return self.authenticator.authenticate(reader, credentials)
 
     # sendEdoc
 
     def _identity_and_policies(self, credentials: object | None) -> tuple[Identity, dict[str, AgencyPolicy]]:
-        with self.db.unit_of_work() as session:
-            identity = self.authenticator.authenticate(session, credentials)
+        with self.db.reader() as reader:
+            identity = self.authenticator.authenticate(reader, credentials)
             policies = {
                 code: AgencyPolicy(
                     active=active, require_signature=require, allow_sha1=sha1, fingerprints=frozenset(fps)
                 )
                 for code, (active, require, sha1, fps) in repo.seal_policies(
-                    session, identity.agencies
+                    reader, identity.agencies
                 ).items()
             }
             return identity, policies
@@ -508,8 +516,12 @@ class Axis:
                 subject_attribute_name=self.seals.subject_attribute,
             )
             root = seal.root
-        # routing data: read from what the verification covered (the digest and size are of the same bytes)
-        packet = dataclasses.replace(packet_fields(root, b""), sha256=claimed.sha256, size=claimed.size)
+        # routing data: read from what the verification covered (the digest and size are of the same bytes);
+        # when that is the tree the claimed fields were read from, they are those fields
+        if root is tree.getroot():
+            packet = claimed
+        else:
+            packet = dataclasses.replace(packet_fields(root, b""), sha256=claimed.sha256, size=claimed.size)
         # the trees are done with: a large packet's tree (about its size again) is not held while storing
         del tree, root
         if seal is not None:
@@ -524,6 +536,16 @@ class Axis:
         routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 
         appended = [0]  # the audit entry the send made (for the checkpoint that may follow)
+        doc_id = str(uuid.uuid4())
+        accepted_at = self.clock()
+        # A plain new document goes to the agencies it names (or is refused): its receipt is signed here,
+        # before the transaction, so SQLite's writer lock is not held while it is signed. A status, recall,
+        # update or replace learns its recipients inside the transaction and is signed there.
+        presigned = (
+            self._send_receipts(None, packet, identity, seal, doc_id, Route(packet.to_organs), accepted_at)
+            if not packet.is_status and packet.business.doc_type not in lifecycle.KINDS
+            else None
+        )
 
         def operation(session: Session) -> SendOutcome:
             earlier = repo.earlier_packet(session, packet.from_organ, packet.sha256)
@@ -541,15 +563,16 @@ class Axis:
             else:
                 step = self._document_step(session, packet, identity)
             if step.duplicate_of is not None:
-                doc_id, kind, recipients = step.duplicate_of
-                first = repo.packet_by_doc_id(session, doc_id)
+                first_doc_id, kind, recipients = step.duplicate_of
+                first = repo.packet_by_doc_id(session, first_doc_id)
                 receipt = repo.submission_receipt(session, first.id) if first is not None else None
-                return SendOutcome(doc_id, kind, recipients, duplicate=True, receipt=receipt)
+                return SendOutcome(first_doc_id, kind, recipients, duplicate=True, receipt=receipt)
             route = step.route
-            doc_id = str(uuid.uuid4())
             expects_receipt = not packet.is_status and packet.business.doc_type != RECALL
-            accepted_at = self.clock()
-            receipts = self._send_receipts(session, packet, identity, seal, doc_id, route, accepted_at)
+            if presigned is not None and route == Route(packet.to_organs):
+                receipts = presigned
+            else:
+                receipts = self._send_receipts(session, packet, identity, seal, doc_id, route, accepted_at)
             packet_id = repo.insert_packet_row(
                 session,
                 {
@@ -638,7 +661,7 @@ class Axis:
 
     def _send_receipts(
         self,
-        session: Session,
+        session: Session | None,
         packet: PacketFields,
         identity: Identity,
         seal: VerifiedSeal | None,
@@ -647,7 +670,8 @@ class Axis:
         at: dt.datetime,
     ) -> list[audit.SignedReceipt]:
         """The submission receipt of a packet about to be stored and, for a status, the status receipt of the
-        document it answers — signed before any lock is taken (``packet_id`` None: the new packet)."""
+        document it answers (``packet_id`` None: the new packet). ``session`` None: before the transaction,
+        for a route that answers no packet."""
         signer = self.evidence.signer
         if not self.evidence.enabled or signer is None:
             return []
@@ -671,7 +695,10 @@ class Axis:
                 None,
             )
         ]
-        answered = repo.packet_digest(session, route.answers_packet) if route.answers_packet else None
+        answered = None
+        if route.answers_packet:
+            assert session is not None, "a status receipt is signed inside the transaction"
+            answered = repo.packet_digest(session, route.answers_packet)
         if answered is not None:
             original_doc_id, original_sha256, original_sender, original_system = answered
             code = packet.status_code

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 try:
     import fcntl
@@ -27,6 +27,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from gateway.store.raw import Reader
 
 from gateway import errors
 
@@ -166,10 +169,46 @@ class Database:
         with writer, database_errors(), self._sessions() as session:
             try:
                 if write:
-                    session.connection(execution_options={"lienthong_write": True})
+                    from gateway.store.raw import Raw  # raw.py imports this module
+
+                    Raw.begin(session, session.connection(execution_options={"lienthong_write": True}))
                 yield session
             finally:
                 session.rollback()
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """Reads outside any transaction (see :class:`gateway.store.raw.Reader`); failures are mapped as in
+        a unit of work, and a connection that failed is closed rather than pooled."""
+        from gateway.store.raw import Raw, Reader  # raw.py imports this module
+
+        with database_errors():
+            try:
+                pooled = self.engine.raw_connection()
+            except sa_exc.DBAPIError:
+                raise
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                raise sa_exc.DBAPIError.instance(
+                    "connect", (), exc, self.engine.dialect.loaded_dbapi.Error
+                ) from exc
+            pg = self.backend == "postgresql"
+            broken = False
+            try:
+                if pg:
+                    pooled.driver_connection.autocommit = True
+                yield Reader(Raw.over(pooled, self.engine.dialect))
+            except sa_exc.DBAPIError:
+                broken = True
+                raise
+            finally:
+                try:
+                    if pg and not broken:
+                        pooled.driver_connection.autocommit = False  # the pool's next user begins
+                except Exception:  # noqa: BLE001 - the connection is unusable: not pooled again
+                    broken = True
+                if broken:
+                    pooled.invalidate()
+                pooled.close()
 
     def run(self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1) -> T:
         """Run ``operation(session)`` in one transaction; it calls ``session.commit()`` itself.

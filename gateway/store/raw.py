@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from gateway.store.db import DISCARD_AFTER_USE
@@ -58,19 +59,35 @@ class Raw:
     __slots__ = ("_cursor", "_error", "_pooled", "pg")
 
     @classmethod
-    def of(cls, session: Session) -> Raw:
+    def begin(cls, session: Session, connection: Connection) -> Raw:
+        """Keep the Raw of ``connection``, the connection ``session`` just began its transaction on."""
+        raw = session.info[_CACHED] = cls(session, connection)
+        return raw
+
+    @classmethod
+    def of(cls, session: Session | Reader) -> Raw:
         raw = session.info.get(_CACHED)
         if raw is None:
             raw = session.info[_CACHED] = cls(session)
         return raw
 
-    def __init__(self, session: Session) -> None:
-        connection = session.connection()
-        dialect = connection.dialect
+    def __init__(self, session: Session, connection: Connection | None = None) -> None:
+        if connection is None:
+            connection = session.connection()
+        self._setup(connection.connection, connection.dialect)
+
+    @classmethod
+    def over(cls, pooled: Any, dialect: Dialect) -> Raw:
+        """The Raw of a pooled DBAPI connection checked out without a session (:class:`Reader`)."""
+        raw = cls.__new__(cls)
+        raw._setup(pooled, dialect)
+        return raw
+
+    def _setup(self, pooled: Any, dialect: Dialect) -> None:
         self.pg = dialect.name == "postgresql"
         self._error = dialect.loaded_dbapi.Error
-        self._pooled = connection.connection
-        self._cursor = self._pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._pooled = pooled
+        self._cursor = pooled.dbapi_connection.cursor()
 
     def _sql(self, sql: str) -> str:
         if not self.pg:
@@ -134,6 +151,18 @@ class Raw:
 
     def time(self, value: dt.datetime | None) -> Any:
         return bind_time(value, self.pg)
+
+
+class Reader:
+    """Reads without a transaction of the ORM, for what a request checks before its own transaction
+    (credentials, seal policies): a pooled DBAPI connection in autocommit, each statement seeing what is
+    committed. On PostgreSQL that saves the BEGIN and ROLLBACK round trips, everywhere the Session's
+    bookkeeping. ``Raw.of(reader)`` is its Raw; open one with :meth:`gateway.store.db.Database.reader`."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, raw: Raw) -> None:
+        self.info = {_CACHED: raw}
 
 
 def bind_time(value: dt.datetime | None, pg: bool) -> Any:

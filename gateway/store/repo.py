@@ -21,7 +21,7 @@ from gateway.store.models import (
     System,
     SystemAgency,
 )
-from gateway.store.raw import Raw, placeholders, read_time
+from gateway.store.raw import Raw, Reader, placeholders, read_time
 
 INBOX_STATES = ("pending", "fetched", "processing", "fail")
 
@@ -316,30 +316,35 @@ def acknowledge(
 # --- the hot path: hand-written statements on the session's connection (gateway.store.raw) --------------
 
 
-def system_login(session: Session, system_id: str) -> tuple[str, bool, bool, str, list[str]] | None:
-    """(secret hash, active, admin, auth method, agency codes) of a system, in two light queries."""
-    raw = Raw.of(session)
-    row = raw.one("SELECT secret_hash, active, is_admin, auth_method FROM systems WHERE id = ?", (system_id,))
-    if row is None:
+def system_login(session: Session | Reader, system_id: str) -> tuple[str, bool, bool, str, list[str]] | None:
+    """(secret hash, active, admin, auth method, agency codes) of a system, in one statement."""
+    rows = Raw.of(session).all(
+        "SELECT s.secret_hash, s.active, s.is_admin, s.auth_method, a.agency_code FROM systems s "
+        "LEFT OUTER JOIN system_agencies a ON a.system_id = s.id WHERE s.id = ? ORDER BY a.agency_code",
+        (system_id,),
+    )
+    if not rows:
         return None
-    agencies = raw.scalars("SELECT agency_code FROM system_agencies WHERE system_id = ?", (system_id,))
-    return row[0], bool(row[1]), bool(row[2]), row[3], agencies
+    row = rows[0]
+    return row[0], bool(row[1]), bool(row[2]), row[3], [r[4] for r in rows if r[4] is not None]
 
 
 def system_of_certificate(
-    session: Session, fingerprint: str
+    session: Session | Reader, fingerprint: str
 ) -> tuple[str, bool, bool, dt.datetime, dt.datetime, list[str]] | None:
     """(system id, active, admin, not before, not after, agency codes) of the system a request-signing or
-    TLS certificate is registered for."""
-    raw = Raw.of(session)
-    row = raw.one(
-        "SELECT s.id, s.active, s.is_admin, c.not_before, c.not_after FROM system_certificates c "
-        "JOIN systems s ON s.id = c.system_id WHERE c.fingerprint = ?",
+    TLS certificate is registered for, in one statement."""
+    rows = Raw.of(session).all(
+        "SELECT s.id, s.active, s.is_admin, c.not_before, c.not_after, a.agency_code "
+        "FROM system_certificates c JOIN systems s ON s.id = c.system_id "
+        "LEFT OUTER JOIN system_agencies a ON a.system_id = s.id WHERE c.fingerprint = ? "
+        "ORDER BY a.agency_code",
         (fingerprint,),
     )
-    if row is None:
+    if not rows:
         return None
-    agencies = raw.scalars("SELECT agency_code FROM system_agencies WHERE system_id = ?", (row[0],))
+    row = rows[0]
+    agencies = [r[5] for r in rows if r[5] is not None]
     return row[0], bool(row[1]), bool(row[2]), read_time(row[3]), read_time(row[4]), agencies
 
 
@@ -357,7 +362,9 @@ def prune_replay_records(session: Session, now: dt.datetime) -> None:
     raw.execute("DELETE FROM replay_records WHERE expires_at < ?", (raw.time(now),))
 
 
-def seal_policies(session: Session, codes: Iterable[str]) -> dict[str, tuple[bool, bool, bool, set[str]]]:
+def seal_policies(
+    session: Session | Reader, codes: Iterable[str]
+) -> dict[str, tuple[bool, bool, bool, set[str]]]:
     """agency code → (active, require_signature, allow_sha1, registered seal fingerprints), one query."""
     codes = list(codes)
     out: dict[str, tuple[bool, bool, bool, set[str]]] = {}

@@ -1,0 +1,66 @@
+"""The reads a request makes before its transaction (credentials, seal policies) run on a pooled connection
+without the ORM, in autocommit (``Database.reader``). The same connection then serves the pool's next
+unit of work, which must still be one transaction that keeps nothing unless committed."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+
+from gateway import errors
+from gateway.store.db import Database
+from gateway.store.migrate import upgrade
+from gateway.store.raw import Raw
+from tests.conftest import database_url
+
+WRITE = "INSERT INTO replay_records (signature_digest, fingerprint, expires_at) VALUES ('%s', 'f', CURRENT_TIMESTAMP)"
+
+
+@pytest.fixture()
+def db(backend, tmp_path, request):
+    database = Database(database_url(backend, tmp_path, request), pool_size=1)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def _records(db: Database) -> int:
+    with db.unit_of_work() as session:
+        return session.execute(text("SELECT count(*) FROM replay_records")).scalar_one()
+
+
+def test_a_unit_of_work_after_a_reader_is_still_one_transaction(db):
+    for _ in range(3):
+        with db.reader() as reader:
+            assert Raw.of(reader).one("SELECT count(*) FROM systems") == (0,)
+        # the pool has one connection (plus overflow): the reader's is the one the unit of work gets
+        with pytest.raises(RuntimeError):
+            with db.unit_of_work(write=True) as session:
+                session.execute(text(WRITE % "X.1"))
+                raise RuntimeError("refused after writing")
+        assert _records(db) == 0
+    with db.unit_of_work(write=True) as session:
+        session.execute(text(WRITE % "X.1"))
+        session.commit()
+    assert _records(db) == 1
+
+
+def test_a_failed_read_is_mapped_and_the_connection_not_pooled_again(db):
+    with pytest.raises((sa_exc.DBAPIError, errors.DatabaseUnavailable)):
+        with db.reader() as reader:
+            Raw.of(reader).one("SELECT no_such_column FROM systems")
+    with db.reader() as reader:  # a fresh connection serves the next request
+        assert Raw.of(reader).one("SELECT count(*) FROM systems") == (0,)
+
+
+def test_a_refusal_inside_the_reader_keeps_the_connection(db):
+    with pytest.raises(errors.InvalidCredentials):
+        with db.reader() as reader:
+            Raw.of(reader).one("SELECT count(*) FROM systems")
+            raise errors.InvalidCredentials("wrong secret")
+    with pytest.raises(RuntimeError):
+        with db.unit_of_work(write=True) as session:
+            session.execute(text(WRITE % "X.2"))
+            raise RuntimeError("refused after writing")
+    assert _records(db) == 0
