@@ -57,13 +57,6 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.close()
 
-        @event.listens_for(engine, "checkin")
-        def _sqlite_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
-            # the driver keeps a statement's last bound values in its statement cache until that statement
-            # runs again: a connection that stored a large packet would hold a copy of it for good
-            if record.info.pop(DISCARD_AFTER_USE, False):
-                record.invalidate()
-
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
             mode = "IMMEDIATE" if conn.get_execution_options().get("lienthong_write") else "DEFERRED"
@@ -75,8 +68,18 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                     f"BEGIN {mode}", (), exc, conn.dialect.loaded_dbapi.Error
                 ) from exc
 
-        return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
+    else:
+        engine = create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
+
+    @event.listens_for(engine, "checkin")
+    def _discard_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        # a connection that moved a large packet keeps memory the size of it for as long as it lives:
+        # sqlite3 holds a statement's last bound values in its statement cache, libpq its buffers, which
+        # grow to the largest message and never shrink (gateway.store.raw.Raw.discard_after_use)
+        if record.info.pop(DISCARD_AFTER_USE, False):
+            record.invalidate()
+
+    return engine
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -267,7 +267,10 @@ def packet_head(session: Session, doc_id: str, *, with_content: bool = False) ->
     if row is None:
         return None
     if with_content:
-        return PacketHead(*row[:6], content=bytes(row[6]) if not isinstance(row[6], bytes) else row[6])
+        content = bytes(row[6]) if not isinstance(row[6], bytes) else row[6]
+        if len(content) >= KEEP_CONNECTION_BYTES:
+            Raw.of(session).discard_after_use()  # libpq's input buffer grew to the packet's size
+        return PacketHead(*row[:6], content=content)
     return PacketHead(*row)
 
 
@@ -436,7 +439,7 @@ _INSERT_PACKET_SQL = (
 )
 
 
-#: on SQLite, a connection that stored a packet of this size or more is closed afterwards, not pooled
+#: a connection that stored or fetched a packet of this size or more is closed afterwards, not pooled
 KEEP_CONNECTION_BYTES = 8 << 20
 
 
@@ -446,8 +449,9 @@ def insert_packet_row(session: Session, values: dict) -> int:
         raise ValueError(f"packet columns differ: {sorted(set(PACKET_COLUMNS) ^ values.keys())}")
     raw = Raw.of(session)
     params = [raw.time(values[c]) if c in _PACKET_TIMES else values[c] for c in PACKET_COLUMNS]
-    if not raw.pg and len(values["content"]) >= KEEP_CONNECTION_BYTES:
-        raw.discard_after_use()  # sqlite3 would keep the bound packet in its statement cache
+    if len(values["content"]) >= KEEP_CONNECTION_BYTES:
+        # sqlite3 would keep the bound packet in its statement cache, libpq a buffer the size of it
+        raw.discard_after_use()
     return raw.insert_id(_INSERT_PACKET_SQL, params)
 
 

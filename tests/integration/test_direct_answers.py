@@ -218,12 +218,12 @@ def test_a_spooled_packet_is_stored_as_sent_and_a_bad_one_leaves_nothing(world, 
         app.axis.db.dispose()
 
 
-def test_sqlite_does_not_keep_a_large_packet_in_a_pooled_connection(world, monkeypatch):
-    """sqlite3 keeps a statement's last bound values until the statement runs again: a pooled connection
-    that stored a large packet would hold a copy of it for good. Such a connection is closed on its way
-    back to the pool (here for any packet: the threshold is lowered), and the next request opens another."""
-    if not world.database_url.startswith("sqlite"):
-        pytest.skip("a property of SQLite's driver")
+def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monkeypatch):
+    """sqlite3 keeps a statement's last bound values until the statement runs again, and libpq's buffers
+    grow to the largest message a connection sent or received and never shrink: a pooled connection that
+    stored or fetched a large packet would hold memory the size of it for good. Such a connection is closed
+    on its way back to the pool (here for any packet: the threshold is lowered), and the next request opens
+    another."""
     import sqlalchemy
 
     import gateway.store.repo as repo_mod
@@ -251,7 +251,7 @@ def test_sqlite_does_not_keep_a_large_packet_in_a_pooled_connection(world, monke
 
         monkeypatch.setattr(repo_mod, "KEEP_CONNECTION_BYTES", 1)
         large = world.seal(new_document(G22, [H41], subject="Gói lớn"), G22)
-        status, _ = _in_process(
+        status, answer = _in_process(
             app,
             raw.envelope(raw.send_edoc_payload(large), raw.security_header("vpcp", world.secrets["vpcp"])),
         )
@@ -263,5 +263,20 @@ def test_sqlite_does_not_keep_a_large_packet_in_a_pooled_connection(world, monke
                 raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
             )
         assert len(connects) == opened + 1
+        # fetching it: the connection that read the packet is closed too
+        doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
+        get = raw.envelope(
+            f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
+            raw.security_header("nghean", world.secrets["nghean"]),
+        )
+        status, fetched = _in_process(app, get)
+        assert status.startswith("200")
+        assert base64.b64decode(etree.fromstring(fetched).findtext(f".//{{{raw.TNS}}}packet")) == large
+        for _ in range(3):
+            _in_process(
+                app,
+                raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
+            )
+        assert len(connects) == opened + 2
     finally:
         app.axis.db.dispose()
