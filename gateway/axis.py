@@ -1035,19 +1035,19 @@ class Axis:
     ) -> list[InboxItem]:
         message_type = _message_type(message_type)
         start, end = self._day_range(from_date, to_date)
-        with self.db.unit_of_work() as session:
-            identity = self.authenticator.authenticate(session, credentials)
-            rows = repo.inbox(session, identity.agencies, message_type, start, end, LIST_LIMIT)
+        with self.db.reader() as reader:
+            identity = self.authenticator.authenticate(reader, credentials)
+            rows = repo.inbox(reader, identity.agencies, message_type, start, end, LIST_LIMIT)
             return [InboxItem(*row) for row in rows]
 
     # getEdoc
 
     def get_edoc(self, credentials: object | None, doc_id: str) -> FetchedPacket:
-        # Read the bytes without holding a write lock (a packet may be tens of MB), then mark the
-        # deliveries fetched in a short write of their own.
-        with self.db.unit_of_work() as session:
-            identity = self.authenticator.authenticate(session, credentials)
-            packet, mine = self._addressed(session, identity, doc_id, with_content=True)
+        # Read the bytes outside any transaction (a packet may be tens of MB, and it never changes), then
+        # mark the deliveries fetched in a short write of their own.
+        with self.db.reader() as reader:
+            identity = self.authenticator.authenticate(reader, credentials)
+            packet, mine = self._addressed(reader, identity, doc_id, with_content=True)
             out = FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
             packet_id = packet.id
             del packet  # the content is held once, by ``out``
@@ -1088,7 +1088,7 @@ class Axis:
 
     def _addressed(
         self,
-        session: Session,
+        session: Session | Reader,
         identity: Identity,
         doc_id: str,
         *,

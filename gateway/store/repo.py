@@ -126,7 +126,7 @@ def _date_range(stmt: Select, column, start: dt.datetime | None, end: dt.datetim
 
 
 def inbox(
-    session: Session,
+    session: Session | Reader,
     recipients: Iterable[str],
     message_type: str,
     start: dt.datetime | None,
@@ -256,7 +256,7 @@ class DeliveryState:
     fetched: bool
 
 
-def packet_head(session: Session, doc_id: str, *, with_content: bool = False) -> PacketHead | None:
+def packet_head(session: Session | Reader, doc_id: str, *, with_content: bool = False) -> PacketHead | None:
     row = Raw.of(session).one(
         "SELECT id, doc_id, message_type, sender_code, sender_system, sha256"
         + (", content" if with_content else "")
@@ -275,7 +275,7 @@ def packet_head(session: Session, doc_id: str, *, with_content: bool = False) ->
 
 
 def addressed_deliveries(
-    session: Session, packet_id: int, recipients: Iterable[str], *, lock: bool = False
+    session: Session | Reader, packet_id: int, recipients: Iterable[str], *, lock: bool = False
 ) -> list[DeliveryState]:
     """The packet's deliveries to ``recipients``, in delivery order; ``lock`` holds them (FOR UPDATE on
     PostgreSQL; SQLite's writer already excludes others) until the commit, so two acknowledgements of the
