@@ -11,7 +11,6 @@ fresh signature and Timestamp every time), the Body's wsu:Id and the correlation
 from __future__ import annotations
 
 import base64
-import io
 import re
 
 import pytest
@@ -40,28 +39,6 @@ def spyne_app(world):
     app.axis.db.dispose()
 
 
-def _in_process(app, body: bytes) -> tuple[str, bytes]:
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-        return lambda _data: None
-
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/",
-        "QUERY_STRING": "",
-        "CONTENT_TYPE": "text/xml; charset=utf-8",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.url_scheme": "http",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-    }
-    out = b"".join(app(environ, start_response))
-    return captured["status"], out
-
-
 def _comparable(body: bytes) -> bytes:
     """The answer without what differs by nature (the reference client's tests check the signature)."""
     root = etree.fromstring(body)
@@ -76,7 +53,7 @@ def _comparable(body: bytes) -> bytes:
 def _both(world, spyne_app, payload: str, system: str) -> tuple[raw.Reply, bytes, bytes]:
     body = raw.envelope(payload, raw.security_header(system, world.secrets[system]))
     direct = raw.post(world.url, body)
-    status, spyne_body = _in_process(spyne_app, body)
+    status, spyne_body = raw.in_process(spyne_app, body)
     assert status.split()[0] == str(direct.status)
     return direct, _comparable(direct.body), _comparable(spyne_body)
 
@@ -162,8 +139,8 @@ def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(world, s
     app.direct = watched
     try:
         body = raw.envelope(payload, raw.security_header("nghean", world.secrets["nghean"]))
-        status, answer = _in_process(app, body)
-        _status, spyne_answer = _in_process(spyne_app, body)
+        status, answer = raw.in_process(app, body)
+        _status, spyne_answer = raw.in_process(spyne_app, body)
     finally:
         app.axis.db.dispose()
     assert declined == [True]
@@ -195,21 +172,21 @@ def test_a_spooled_packet_is_stored_as_sent_and_a_bad_one_leaves_nothing(world, 
     try:
         packet = world.seal(new_document(G22, [H41], subject="Gửi qua tệp tạm"), G22)
         send = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
-        status, answer = _in_process(app, send)
+        status, answer = raw.in_process(app, send)
         assert status.startswith("200") and spooled == [1]
         doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
         get = raw.envelope(
             f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
             raw.security_header("nghean", world.secrets["nghean"]),
         )
-        status, answer = _in_process(app, get)
+        status, answer = raw.in_process(app, get)
         assert status.startswith("200")
         assert base64.b64decode(etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}packet")) == packet
 
         forged = packet.replace("Gửi qua tệp tạm".encode(), "Gửi qua tệp giả".encode())
         before, head = world.snapshot(), world.audit_head()
         send = raw.envelope(raw.send_edoc_payload(forged), raw.security_header("vpcp", world.secrets["vpcp"]))
-        status, answer = _in_process(app, send)
+        status, answer = raw.in_process(app, send)
         assert status.startswith("500") and b"Client.Seal." in answer
         assert len(spooled) == 2
         assert world.snapshot() == before  # nothing stored (the refusal's audit entry is not in the digest)
@@ -238,27 +215,27 @@ def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monke
     sqlalchemy.event.listen(app.axis.db.engine, "connect", lambda *_: connects.append(1))
     try:
         small = world.seal(new_document(G22, [H41], subject="Gói nhỏ"), G22)
-        status, _ = _in_process(
+        status, _ = raw.in_process(
             app,
             raw.envelope(raw.send_edoc_payload(small), raw.security_header("vpcp", world.secrets["vpcp"])),
         )
         assert status.startswith("200")
         opened = len(connects)
-        status, _ = _in_process(
+        status, _ = raw.in_process(
             app, raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"]))
         )
         assert len(connects) == opened, "an ordinary packet leaves its connection pooled"
 
         monkeypatch.setattr(repo_mod, "KEEP_CONNECTION_BYTES", 1)
         large = world.seal(new_document(G22, [H41], subject="Gói lớn"), G22)
-        status, answer = _in_process(
+        status, answer = raw.in_process(
             app,
             raw.envelope(raw.send_edoc_payload(large), raw.security_header("vpcp", world.secrets["vpcp"])),
         )
         assert status.startswith("200")
         # the one connection the writes used was closed: the next requests need a new one
         for _ in range(3):
-            _in_process(
+            raw.in_process(
                 app,
                 raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
             )
@@ -269,11 +246,11 @@ def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monke
             f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
             raw.security_header("nghean", world.secrets["nghean"]),
         )
-        status, fetched = _in_process(app, get)
+        status, fetched = raw.in_process(app, get)
         assert status.startswith("200")
         assert base64.b64decode(etree.fromstring(fetched).findtext(f".//{{{raw.TNS}}}packet")) == large
         for _ in range(3):
-            _in_process(
+            raw.in_process(
                 app,
                 raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
             )

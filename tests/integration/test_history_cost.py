@@ -9,8 +9,6 @@ progress handler), for one sendEdoc before and after 4000 earlier documents of t
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from sqlalchemy import event
 
@@ -52,26 +50,9 @@ def counted_app(world, backend):
 def _send(app, world, counter) -> int:
     packet = world.seal(new_document(G22, [H41]), G22)
     body = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-        return lambda _data: None
-
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/",
-        "QUERY_STRING": "",
-        "CONTENT_TYPE": "text/xml; charset=utf-8",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.url_scheme": "http",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-    }
     before = counter[0]
-    answer = b"".join(app(environ, start_response))
-    assert captured["status"].startswith("200"), answer[:400]
+    status, answer = raw.in_process(app, body)
+    assert status.startswith("200"), answer[:400]
     assert b"duplicate>false<" in answer
     return counter[0] - before
 

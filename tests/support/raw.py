@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass
 
 import requests
@@ -61,3 +62,26 @@ def parse_reply(resp: requests.Response) -> Reply:
 def post(url: str, body: bytes, *, content_type: str = "text/xml; charset=utf-8", **kw) -> Reply:
     headers = {"Content-Type": content_type, **kw.pop("headers", {})}
     return parse_reply(requests.post(url, data=body, headers=headers, timeout=30, **kw))
+
+
+def in_process(app, body: bytes) -> tuple[str, bytes]:
+    """Call the WSGI application ``app`` in this process with a POSTed SOAP request: (status, answer)."""
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        return lambda _data: None
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "text/xml; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+    }
+    out = b"".join(app(environ, start_response))
+    return captured["status"], out
