@@ -84,6 +84,9 @@ def utcnow() -> dt.datetime:
 
 #: packets from this size on wait in a temporary file while their seal is verified (see Axis.send_edoc)
 SPOOL_BYTES = 8 << 20
+#: a submission receipt signed before the transaction is used if the transaction began within this time;
+#: otherwise it is signed again, so a receipt's time is never more than this before the acceptance it states
+PRESIGNED_RECEIPT_AGE = dt.timedelta(seconds=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,12 +540,12 @@ class Axis:
 
         appended = [0]  # the audit entry the send made (for the checkpoint that may follow)
         doc_id = str(uuid.uuid4())
-        accepted_at = self.clock()
+        signed_at = self.clock()
         # A plain new document goes to the agencies it names (or is refused): its receipt is signed here,
         # before the transaction, so SQLite's writer lock is not held while it is signed. A status, recall,
         # update or replace learns its recipients inside the transaction and is signed there.
         presigned = (
-            self._send_receipts(None, packet, identity, seal, doc_id, Route(packet.to_organs), accepted_at)
+            self._send_receipts(None, packet, identity, seal, doc_id, Route(packet.to_organs), signed_at)
             if not packet.is_status and packet.business.doc_type not in lifecycle.KINDS
             else None
         )
@@ -569,9 +572,14 @@ class Axis:
                 return SendOutcome(first_doc_id, kind, recipients, duplicate=True, receipt=receipt)
             route = step.route
             expects_receipt = not packet.is_status and packet.business.doc_type != RECALL
-            if presigned is not None and route == Route(packet.to_organs):
-                receipts = presigned
-            else:
+            accepted_at = self.clock()
+            if (
+                presigned is not None
+                and route == Route(packet.to_organs)
+                and accepted_at - signed_at <= PRESIGNED_RECEIPT_AGE
+            ):
+                receipts, accepted_at = presigned, signed_at
+            else:  # signed here, or again if the wait for the transaction made it stale
                 receipts = self._send_receipts(session, packet, identity, seal, doc_id, route, accepted_at)
             packet_id = repo.insert_packet_row(
                 session,
@@ -1048,6 +1056,8 @@ class Axis:
         with self.db.reader() as reader:
             identity = self.authenticator.authenticate(reader, credentials)
             packet, mine = self._addressed(reader, identity, doc_id, with_content=True)
+            if packet.content is None:  # addressed, yet the read did not find it so: never stored that way
+                raise errors.InternalError("the packet's bytes could not be read; nothing was changed")
             out = FetchedPacket(packet.doc_id, packet.message_type, packet.sha256, packet.content)
             packet_id = packet.id
             del packet  # the content is held once, by ``out``
@@ -1096,7 +1106,11 @@ class Axis:
         lock: bool = False,
     ) -> tuple[repo.PacketHead, list[repo.DeliveryState]]:
         doc_id = (doc_id or "").strip()
-        packet = repo.packet_head(session, doc_id, with_content=with_content) if doc_id else None
+        packet = (
+            repo.packet_head(session, doc_id, content_for=identity.agencies if with_content else None)
+            if doc_id
+            else None
+        )
         if packet is None:
             raise errors.UnknownDocId(
                 f"no packet has docId {doc_id!r}; use the docId that getReceivedEdocList returned",

@@ -185,26 +185,30 @@ class Database:
         a unit of work, and a connection that failed is closed rather than pooled."""
         from gateway.store.raw import Raw, Reader  # raw.py imports this module
 
+        driver_error = self.engine.dialect.loaded_dbapi.Error
         with database_errors():
             try:
                 pooled = self.engine.raw_connection()
-            except sa_exc.DBAPIError:
-                raise
-            except self.engine.dialect.loaded_dbapi.Error as exc:
-                raise sa_exc.DBAPIError.instance(
-                    "connect", (), exc, self.engine.dialect.loaded_dbapi.Error
-                ) from exc
+            except driver_error as exc:  # the pool hands connect failures over unwrapped
+                raise sa_exc.DBAPIError.instance("connect", (), exc, driver_error) from exc
             pg = self.backend == "postgresql"
             broken = False
+            raw = None
             try:
                 if pg:
-                    pooled.driver_connection.autocommit = True
-                yield Reader(Raw.over(pooled, self.engine.dialect))
+                    try:
+                        pooled.driver_connection.autocommit = True
+                    except driver_error as exc:  # lost right after the pool's ping
+                        raise sa_exc.DBAPIError.instance("autocommit", (), exc, driver_error) from exc
+                raw = Raw.over(pooled, self.engine.dialect)
+                yield Reader(raw)
             except sa_exc.DBAPIError:
                 broken = True
                 raise
             finally:
                 try:
+                    if raw is not None:
+                        raw.close()
                     if pg and not broken:
                         pooled.driver_connection.autocommit = False  # the pool's next user begins
                 except Exception:  # noqa: BLE001 - the connection is unusable: not pooled again

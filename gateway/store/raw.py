@@ -146,8 +146,13 @@ class Raw:
 
     def discard_after_use(self) -> None:
         """Close this connection when it goes back to the pool instead of keeping it: SQLite's driver holds
-        a statement's last bound values (a whole packet) until that statement runs again."""
+        a statement's last bound values (a whole packet) until that statement runs again, and libpq keeps
+        buffers as large as the largest message the connection sent or received."""
         self._pooled.info[DISCARD_AFTER_USE] = True
+
+    def close(self) -> None:
+        """Close the cursor (before its connection goes back to the pool)."""
+        self._cursor.close()
 
     def time(self, value: dt.datetime | None) -> Any:
         return bind_time(value, self.pg)

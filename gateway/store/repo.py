@@ -256,20 +256,32 @@ class DeliveryState:
     fetched: bool
 
 
-def packet_head(session: Session | Reader, doc_id: str, *, with_content: bool = False) -> PacketHead | None:
-    row = Raw.of(session).one(
-        "SELECT id, doc_id, message_type, sender_code, sender_system, sha256"
-        + (", content" if with_content else "")
-        + " FROM packets WHERE doc_id = ?",
-        (doc_id,),
-        binary=with_content,
-    )
+def packet_head(
+    session: Session | Reader, doc_id: str, *, content_for: Iterable[str] | None = None
+) -> PacketHead | None:
+    """The packet's head; with ``content_for`` (agency codes) its bytes too, but only if it is addressed to
+    one of them: a system that may not fetch a packet cannot make the gateway read tens of MB."""
+    raw = Raw.of(session)
+    agencies = list(content_for) if content_for is not None else None
+    sql = "SELECT id, doc_id, message_type, sender_code, sender_system, sha256"
+    params: list = []
+    if agencies is not None:
+        sql += (
+            ", CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.packet_id = packets.id AND "
+            f"d.recipient_code IN ({placeholders(len(agencies))})) THEN content END"
+            if agencies
+            else ", NULL"
+        )
+        params += agencies
+    row = raw.one(sql + " FROM packets WHERE doc_id = ?", (*params, doc_id), binary=agencies is not None)
     if row is None:
         return None
-    if with_content:
-        content = bytes(row[6]) if not isinstance(row[6], bytes) else row[6]
-        if len(content) >= KEEP_CONNECTION_BYTES:
-            Raw.of(session).discard_after_use()  # libpq's input buffer grew to the packet's size
+    if agencies is not None:
+        content = row[6]
+        if content is not None and not isinstance(content, bytes):
+            content = bytes(content)
+        if content is not None and len(content) >= KEEP_CONNECTION_BYTES:
+            raw.discard_after_use()  # libpq's input buffer grew to the packet's size
         return PacketHead(*row[:6], content=content)
     return PacketHead(*row)
 
