@@ -8,6 +8,7 @@ held the slot, would stop it answering anyone (the requests below would time out
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ import requests
 
 from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.soap.app import create_app
 from tests.support import raw
 from tests.support.packets import new_document
 from tests.support.world import G22, H41, World
@@ -98,3 +100,42 @@ def test_compute_slots_must_be_a_sensible_number(tmp_path, value):
 def test_compute_slots_from_the_environment(tmp_path):
     assert Config.from_sources({}, data_dir=tmp_path).compute_slots == 1
     assert Config.from_sources({"LIENTHONG_COMPUTE_SLOTS": "3"}, data_dir=tmp_path).compute_slots == 3
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_no_more_requests_compute_at_once_than_there_are_slots(one_worker, slots):
+    world = one_worker
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file), "LIENTHONG_COMPUTE_SLOTS": str(slots)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    inner = app.direct
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    def watched(*args):  # type: ignore[no-untyped-def]
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.3)  # long enough for the other threads to arrive while this one computes
+            return inner(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    app.direct = watched
+    bodies = [_send_body(world) for _ in range(4)]
+    answers: list = []
+    threads = [threading.Thread(target=lambda b=b: answers.append(raw.in_process(app, b))) for b in bodies]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        app.axis.db.dispose()
+    assert [status[:3] for status, _ in answers] == ["200"] * 4
+    assert most[0] == slots

@@ -15,9 +15,11 @@ import re
 
 import pytest
 from lxml import etree
+from sqlalchemy import text
 
 from gateway.config import Config
 from gateway.soap.app import create_app
+from gateway.store.raw import read_time
 from tests.support import raw
 from tests.support.packets import new_document
 from tests.support.world import G01, G22, H41
@@ -240,8 +242,18 @@ def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monke
                 raw.envelope("<tns:getAgenciesList/>", raw.security_header("vpcp", world.secrets["vpcp"])),
             )
         assert len(connects) == opened + 1
-        # fetching it: the connection that read the packet is closed too
+        # a system it is not addressed to cannot make the gateway read it: no connection is closed
         doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
+        status, refused = raw.in_process(
+            app,
+            raw.envelope(
+                f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
+                raw.security_header("vpcp", world.secrets["vpcp"]),
+            ),
+        )
+        assert status.startswith("500") and b"Client.Access.NotAddressee" in refused, refused[-600:]
+        assert len(connects) == opened + 1
+        # fetching it: the connection that read the packet is closed too
         get = raw.envelope(
             f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>",
             raw.security_header("nghean", world.secrets["nghean"]),
@@ -257,3 +269,53 @@ def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monke
         assert len(connects) == opened + 2
     finally:
         app.axis.db.dispose()
+
+
+def test_a_receipt_signed_before_a_long_wait_is_signed_again(world):
+    """A new document's receipt is signed before its transaction; if the transaction began more than
+    PRESIGNED_RECEIPT_AGE later (a long wait for the writer), it is signed again, so the receipt's time and
+    the packet's stored acceptance time are the same and not older than that."""
+    import datetime as dt
+
+    from gateway.axis import PRESIGNED_RECEIPT_AGE
+
+    config = Config.from_sources(
+        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
+        data_dir=world.data_dir,
+        database_url=world.database_url,
+    )
+    app = create_app(config)
+    start = dt.datetime.now(dt.timezone.utc)
+    now = [start]
+    app.axis.clock = lambda: now[0]
+    sign = app.axis._send_receipts
+    waits = []
+
+    def signing(session, *args):  # type: ignore[no-untyped-def]
+        out = sign(session, *args)
+        if session is None:  # the receipt signed before the transaction: it begins waits[-1] later
+            now[0] = start + waits[-1]
+        return out
+
+    app.axis._send_receipts = signing
+    for wait in (dt.timedelta(0), PRESIGNED_RECEIPT_AGE * 3):
+        waits.append(wait)
+        now[0] = start
+        packet = world.seal(new_document(G22, [H41], subject="Biên nhận"), G22)
+        body = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
+        status, answer = raw.in_process(app, body)
+        assert status.startswith("200"), answer[-600:]
+        receipt = etree.fromstring(
+            base64.b64decode(etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}receipt"))
+        )
+        stated = dt.datetime.fromisoformat(receipt.findtext("{urn:lienthong:evidence:1}Time"))
+        doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
+        with world.db.unit_of_work() as session:
+            stored = read_time(
+                session.execute(
+                    text("SELECT created_at FROM packets WHERE doc_id = :d"), {"d": doc_id}
+                ).scalar()
+            )
+        assert stated == stored
+        assert stated == (start if not wait else start + wait)
+    app.axis.db.dispose()

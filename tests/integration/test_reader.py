@@ -5,8 +5,8 @@ unit of work, which must still be one transaction that keeps nothing unless comm
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 
 from gateway import errors
 from gateway.store.db import Database
@@ -46,15 +46,31 @@ def test_a_unit_of_work_after_a_reader_is_still_one_transaction(db):
     assert _records(db) == 1
 
 
+def _connects(db: Database) -> list[int]:
+    made: list[int] = []
+    event.listen(db.engine, "connect", lambda *_: made.append(1))
+    with db.reader() as reader:  # one pooled connection from here on
+        Raw.of(reader).one("SELECT 1")
+    return made
+
+
 def test_a_failed_read_is_mapped_and_the_connection_not_pooled_again(db):
+    made = _connects(db)
+    opened = len(made)
+    with db.reader() as reader:
+        Raw.of(reader).one("SELECT count(*) FROM systems")
+    assert len(made) == opened  # a good read leaves its connection pooled
     with pytest.raises((sa_exc.DBAPIError, errors.DatabaseUnavailable)):
         with db.reader() as reader:
             Raw.of(reader).one("SELECT no_such_column FROM systems")
     with db.reader() as reader:  # a fresh connection serves the next request
         assert Raw.of(reader).one("SELECT count(*) FROM systems") == (0,)
+    assert len(made) == opened + 1
 
 
 def test_a_refusal_inside_the_reader_keeps_the_connection(db):
+    made = _connects(db)
+    opened = len(made)
     with pytest.raises(errors.InvalidCredentials):
         with db.reader() as reader:
             Raw.of(reader).one("SELECT count(*) FROM systems")
@@ -64,3 +80,4 @@ def test_a_refusal_inside_the_reader_keeps_the_connection(db):
             session.execute(text(WRITE % "X.2"))
             raise RuntimeError("refused after writing")
     assert _records(db) == 0
+    assert len(made) == opened  # the refusal was no reason to close the connection
