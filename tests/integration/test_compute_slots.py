@@ -16,7 +16,6 @@ import requests
 
 from gateway.config import Config
 from gateway.errors import ConfigError
-from gateway.soap.app import create_app
 from tests.support import raw
 from tests.support.packets import new_document
 from tests.support.world import G22, H41, World
@@ -105,12 +104,7 @@ def test_compute_slots_from_the_environment(tmp_path):
 @pytest.mark.parametrize("slots", [1, 2])
 def test_no_more_requests_compute_at_once_than_there_are_slots(one_worker, slots):
     world = one_worker
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file), "LIENTHONG_COMPUTE_SLOTS": str(slots)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app(LIENTHONG_COMPUTE_SLOTS=str(slots))
     inner = app.direct
     lock = threading.Lock()
     running, most = [0], [0]

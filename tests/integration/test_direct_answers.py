@@ -17,8 +17,6 @@ import pytest
 from lxml import etree
 from sqlalchemy import text
 
-from gateway.config import Config
-from gateway.soap.app import create_app
 from gateway.store.raw import read_time
 from tests.support import raw
 from tests.support.packets import new_document
@@ -30,12 +28,7 @@ _CID = re.compile(rb"[0-9a-f]{32}")
 
 @pytest.fixture(scope="module")
 def spyne_app(world):
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     app.direct = None  # every operation through spyne
     yield app
     app.axis.db.dispose()
@@ -124,12 +117,7 @@ def test_fault_answers_are_spynes(world, spyne_app, payload, system, code):
 )
 def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(world, spyne_app, payload):
     """The in-process application keeps its direct path here, and the test checks that it declined."""
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     declined = []
     direct = app.direct
 
@@ -165,12 +153,7 @@ def test_a_spooled_packet_is_stored_as_sent_and_a_bad_one_leaves_nothing(world, 
         return real(*args, **kw)
 
     monkeypatch.setattr(axis_mod.tempfile, "TemporaryFile", watched)
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     try:
         packet = world.seal(new_document(G22, [H41], subject="Gửi qua tệp tạm"), G22)
         send = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
@@ -207,12 +190,7 @@ def test_a_connection_that_moved_a_large_packet_is_not_pooled_again(world, monke
 
     import gateway.store.repo as repo_mod
 
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     connects = []
     sqlalchemy.event.listen(app.axis.db.engine, "connect", lambda *_: connects.append(1))
     try:
@@ -279,12 +257,7 @@ def test_a_receipt_signed_before_a_long_wait_is_signed_again(world):
 
     from gateway.axis import PRESIGNED_RECEIPT_AGE
 
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     start = dt.datetime.now(dt.timezone.utc)
     now = [start]
     app.axis.clock = lambda: now[0]

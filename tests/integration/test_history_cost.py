@@ -12,8 +12,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event
 
-from gateway.config import Config
-from gateway.soap.app import create_app
 from tests.support import raw
 from tests.support.packets import new_document
 from tests.support.world import G22, H41
@@ -26,12 +24,7 @@ STEP = 10  # instructions per progress-handler call
 def counted_app(world, backend):
     if backend != "sqlite":
         pytest.skip("counts SQLite's virtual-machine instructions")
-    config = Config.from_sources(
-        {"LIENTHONG_TRUST_ANCHORS": str(world.trust_file)},
-        data_dir=world.data_dir,
-        database_url=world.database_url,
-    )
-    app = create_app(config)
+    app = world.app()
     counter = [0]
 
     def tick() -> int:

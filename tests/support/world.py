@@ -167,6 +167,19 @@ class World:
             session.commit()
         return self
 
+    def app(self, **env: str):  # type: ignore[no-untyped-def]
+        """The production WSGI application (``create_app``) on this world's database, in this process, with
+        the gateway's settings plus ``env`` (``LIENTHONG_*`` values). Dispose of ``app.axis.db`` after."""
+        from gateway.config import Config
+        from gateway.soap.app import create_app
+
+        config = Config.from_sources(
+            {"LIENTHONG_TRUST_ANCHORS": str(self.trust_file), **env},
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+        )
+        return create_app(config)
+
     def start(self) -> World:
         self.gateway.start()
         return self
