@@ -1,5 +1,5 @@
-"""sendEdoc, getEdoc and updateStatus answered without spyne's object model: the operations every packet
-goes through.
+"""sendEdoc, getReceivedEdocList, getEdoc and updateStatus answered without spyne's object model: the
+operations every packet goes through, and the list every connected system polls.
 
 spyne still defines these operations (the WSDL and its documentation come from
 :mod:`gateway.soap.service`), and still answers every request this module does not recognise exactly. For
@@ -17,6 +17,7 @@ compares both paths).
 from __future__ import annotations
 
 import binascii
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,23 @@ class _Answer:
             etree.SubElement(parent, _q("organId")).text = code
 
 
+#: a getReceivedEdocList entry: (element, InboxItem attribute), in the order of ``service.ReceivedEdoc``
+_INBOX_ENTRY = "ReceivedEdoc"
+_INBOX_FIELDS = (
+    ("docId", "doc_id"),
+    ("messageType", "message_type"),
+    ("to", "recipient"),
+    ("from", "sender"),
+    ("documentId", "document_id"),
+    ("subject", "subject"),
+    ("statusCode", "status_code"),
+    ("createdAt", "created_at"),
+    ("transportState", "transport_state"),
+    ("lifecycle", "lifecycle"),
+    ("lifecycleDocId", "lifecycle_doc_id"),
+)
+
+
 def fault_answer(fault: LienthongFault) -> etree._Element:
     """The fault envelope spyne writes for a :class:`LienthongFault` (see ``GuardedSoap11.fault_to_parent``)."""
     envelope = etree.Element(_ENVELOPE, nsmap=_NSMAP)
@@ -86,6 +104,7 @@ class DirectOperations:
         self.axis = axis
         self._handlers: dict[str, Callable[[etree._Element, Any, str], Any]] = {
             _q("sendEdoc"): self._send_edoc,
+            _q("getReceivedEdocList"): self._received_list,
             _q("getEdoc"): self._get_edoc,
             _q("updateStatus"): self._update_status,
         }
@@ -135,6 +154,25 @@ class DirectOperations:
         answer.text("duplicate", "true" if out.duplicate else "false")
         if out.receipt:
             answer.text("receipt", binascii.b2a_base64(out.receipt, newline=False).decode("ascii"))
+        return answer.envelope
+
+    def _received_list(self, payload: etree._Element, credentials: Any, cid: str) -> etree._Element | None:
+        # the poll without a date range; fromDate/toDate (xs:date, with spyne's parsing) are left to spyne
+        args = _arguments(payload, ("messageType",), ())
+        if args is None:
+            return None
+        message_type = args["messageType"]
+        items = self._call(payload, credentials, cid, lambda ax, creds: ax.received_list(creds, message_type))
+        answer = _Answer("getReceivedEdocList")
+        entry_tag = _q(_INBOX_ENTRY)
+        fields = [(_q(name), attr) for name, attr in _INBOX_FIELDS]
+        sub = etree.SubElement
+        for item in items:
+            entry = sub(answer.result, entry_tag)
+            for tag, attr in fields:
+                value = getattr(item, attr)
+                if value is not None:
+                    sub(entry, tag).text = value.isoformat() if isinstance(value, dt.datetime) else value
         return answer.envelope
 
     def _get_edoc(

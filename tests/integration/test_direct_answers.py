@@ -1,4 +1,5 @@
-"""sendEdoc, getEdoc and updateStatus are answered by gateway.soap.direct, not by spyne; the answers must
+"""sendEdoc, getReceivedEdocList, getEdoc and updateStatus are answered by gateway.soap.direct, not by
+spyne; the answers must
 be the ones spyne writes, element for element, for successes and faults alike, and any request shape the
 direct reader does not recognise must still reach spyne and be answered as before.
 
@@ -19,7 +20,7 @@ from sqlalchemy import text
 
 from gateway.store.raw import read_time
 from tests.support import raw
-from tests.support.packets import new_document
+from tests.support.packets import new_document, status_for
 from tests.support.world import G01, G22, H41
 
 WSU_ID = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd}Id"
@@ -80,6 +81,46 @@ def test_send_get_and_acknowledge_answers_are_spynes(world, spyne_app):
         assert a == b
 
 
+def test_pending_list_answers_are_spynes(world, spyne_app):
+    """Entries with and without their optional members (a status has no DocumentId or subject, a recalled
+    document carries its lifecycle), documents and statuses, and an empty list."""
+    bodies = [
+        new_document(G22, [H41], subject="Danh sách <chờ> & nhận"),
+        new_document(G22, [H41, G01]),
+    ]
+    sent = []
+    for body in bodies:
+        packet = world.seal(body, G22)
+        reply = raw.post(
+            world.url,
+            raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"])),
+        )
+        assert reply.status == 200 and reply.code is None, reply.body[-600:]
+        sent.append(etree.fromstring(reply.body).findtext(f".//{{{raw.TNS}}}docId"))
+    recall = world.seal(status_for(bodies[0], G22, "13", "Thu hồi"), G22)
+    reply = raw.post(
+        world.url,
+        raw.envelope(raw.send_edoc_payload(recall), raw.security_header("vpcp", world.secrets["vpcp"])),
+    )
+    assert reply.status == 200 and reply.code is None, reply.body[-600:]
+    for message_type, expected in (("edoc", sent), (" Status ", None)):
+        listing = f"<tns:getReceivedEdocList><tns:messageType>{message_type}</tns:messageType></tns:getReceivedEdocList>"
+        direct, a, b = _both(world, spyne_app, listing, "nghean")
+        assert direct.status == 200 and direct.code is None
+        assert a == b
+        if expected is not None:
+            listed = [e.text for e in etree.fromstring(a).iter(f"{{{raw.TNS}}}docId")]
+            assert set(expected) <= set(listed)
+            assert b"<tns:lifecycle>recall-requested</tns:lifecycle>" in a
+        else:
+            assert b"<tns:statusCode>13</tns:statusCode>" in a
+    # a system with nothing pending: the empty list
+    listing = "<tns:getReceivedEdocList><tns:messageType>status</tns:messageType></tns:getReceivedEdocList>"
+    direct, a, b = _both(world, spyne_app, listing, "yte")
+    assert direct.status == 200 and b"ReceivedEdoc>" not in a
+    assert a == b
+
+
 @pytest.mark.parametrize(
     ("payload", "system", "code"),
     [
@@ -95,8 +136,13 @@ def test_send_get_and_acknowledge_answers_are_spynes(world, spyne_app):
             "Client.Request.InvalidArgument",
         ),
         (raw.send_edoc_payload(b"<not-edxml/>"), "vpcp", "Client.Packet.NotEdxml"),
+        (
+            "<tns:getReceivedEdocList><tns:messageType>mail</tns:messageType></tns:getReceivedEdocList>",
+            "nghean",
+            "Client.Request.InvalidArgument",
+        ),
     ],
-    ids=["get-unknown", "ack-unknown", "ack-bad-status", "send-not-edxml"],
+    ids=["get-unknown", "ack-unknown", "ack-bad-status", "send-not-edxml", "list-bad-type"],
 )
 def test_fault_answers_are_spynes(world, spyne_app, payload, system, code):
     direct, a, b = _both(world, spyne_app, payload, system)
@@ -112,8 +158,10 @@ def test_fault_answers_are_spynes(world, spyne_app, payload, system, code):
         "<tns:getEdoc><tns:docId>a</tns:docId><tns:docId>b</tns:docId></tns:getEdoc>",  # twice
         '<tns:getEdoc><tns:docId tns:x="1">a</tns:docId></tns:getEdoc>',  # an attribute
         "<tns:sendEdoc><tns:packet>!!!not base64!!!=</tns:packet></tns:sendEdoc>",
+        "<tns:getReceivedEdocList><tns:messageType>edoc</tns:messageType>"
+        "<tns:fromDate>2026-01-01</tns:fromDate></tns:getReceivedEdocList>",  # a date range: spyne parses it
     ],
-    ids=["missing", "empty", "twice", "attribute", "bad-base64"],
+    ids=["missing", "empty", "twice", "attribute", "bad-base64", "list-dates"],
 )
 def test_shapes_the_direct_reader_leaves_to_spyne_are_answered_by_spyne(world, spyne_app, payload):
     """The in-process application keeps its direct path here, and the test checks that it declined."""
