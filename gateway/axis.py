@@ -416,8 +416,11 @@ class Axis:
         replay_margin: dt.timedelta = dt.timedelta(minutes=5),
         calendar: WorkingCalendar | None = None,
         evidence: EvidenceSettings | None = None,
+        flush_fetch_marks: bool = False,
     ) -> None:
         self.db = db
+        #: wait for the disk when getEdoc records a first fetch (see Database.unit_of_work's ``flush``)
+        self.flush_fetch_marks = flush_fetch_marks
         self.schemas = schemas
         self.limits = Limits(max_packet_bytes=max_packet_bytes)
         self.tz = ZoneInfo(timezone)
@@ -1052,7 +1055,10 @@ class Axis:
 
     def get_edoc(self, credentials: object | None, doc_id: str) -> FetchedPacket:
         # Read the bytes outside any transaction (a packet may be tens of MB, and it never changes), then
-        # mark the deliveries fetched in a short write of their own.
+        # mark the deliveries fetched in a short write of their own. On SQLite that write does not wait for
+        # the disk unless ``flush_fetch_marks``: it is half of a delivery's flushes, and what a machine crash
+        # could lose of it is a fetch the recipient repeats (the delivery stays on its list until
+        # updateStatus done, which is flushed, like everything answered with a receipt).
         with self.db.reader() as reader:
             identity = self.authenticator.authenticate(reader, credentials)
             packet, mine = self._addressed(reader, identity, doc_id, with_content=True)
@@ -1093,7 +1099,7 @@ class Axis:
                         )
                 session.commit()
 
-            self.db.run(mark, write=True, retries=0)
+            self.db.run(mark, write=True, retries=0, flush=self.flush_fetch_marks)
         return out
 
     def _addressed(

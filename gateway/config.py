@@ -32,6 +32,9 @@ as a plain mapping, so tests pass a dict.
   measure what they cost.
 - ``LIENTHONG_COMPUTE_SLOTS`` / ``compute_slots``: requests a worker process computes at once once their
   body is read (1); its threads still read and answer side by side (see :mod:`gateway.soap.guard`).
+- ``LIENTHONG_FLUSH_FETCH_MARKS`` / ``flush_fetch_marks``: on SQLite, wait for the disk when getEdoc records
+  a first fetch (``false``: a machine crash may forget the newest fetch marks, never a packet, a status, an
+  acknowledgement or a receipt; see :meth:`gateway.store.db.Database.unit_of_work`).
 - ``LIENTHONG_HOLIDAYS`` / ``holidays``: public holidays, ``YYYY-MM-DD`` separated by commas (a TOML list
   in the file); none by default.
 
@@ -116,6 +119,8 @@ class Config:
     checkpoint_every: int = 1000
     #: requests a worker process computes at once (its threads still read and write side by side)
     compute_slots: int = 1
+    #: SQLite: flush getEdoc's first-fetch marks to disk before answering (off: the next flushed commit does)
+    flush_fetch_marks: bool = False
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -173,7 +178,7 @@ class Config:
             "database_url", "max_packet_bytes", "timezone", "log_level", "schema_dir", "public_url",
             "trust_anchors", "seal_subject_attribute", "allow_sha1", "gateway_key", "gateway_cert", "clock_skew",
             "working_days", "cutoff", "holidays", "evidence", "checkpoint_every",
-            "compute_slots",
+            "compute_slots", "flush_fetch_marks",
         }  # fmt: skip
         for key in sorted(set(file_values) - known):
             problems.append(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -275,6 +280,9 @@ class Config:
             except ValueError:
                 problems.append(f"holidays: {item!r} is not a date YYYY-MM-DD")
         evidence = _flag(pick("evidence", "LIENTHONG_EVIDENCE"), True, "evidence", problems)
+        flush_fetch_marks = _flag(
+            pick("flush_fetch_marks", "LIENTHONG_FLUSH_FETCH_MARKS"), False, "flush_fetch_marks", problems
+        )
         every: Any = pick("checkpoint_every", "LIENTHONG_CHECKPOINT_EVERY")
         try:
             every = int(every) if every is not None else 1000
@@ -313,4 +321,5 @@ class Config:
             evidence=evidence,
             checkpoint_every=every,
             compute_slots=slots,
+            flush_fetch_marks=flush_fetch_marks,
         )

@@ -259,6 +259,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
             checkpoint_every=config.checkpoint_every,
         ),
         replay_margin=dt.timedelta(seconds=config.clock_skew),
+        flush_fetch_marks=config.flush_fetch_marks,
     )
     app = build_application()
     app.lienthong_axis = axis  # read by the service methods through ctx.app

@@ -39,6 +39,8 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: a pooled connection's info key: close it when it goes back to the pool (see gateway.store.raw)
 DISCARD_AFTER_USE = "lienthong_discard_after_use"
+#: a pooled SQLite connection's info key: the ``PRAGMA synchronous`` level it is set to
+SYNCHRONOUS = "lienthong_synchronous"
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -59,10 +61,19 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            mode = "IMMEDIATE" if conn.get_execution_options().get("lienthong_write") else "DEFERRED"
+            options = conn.get_execution_options()
+            mode = "IMMEDIATE" if options.get("lienthong_write") else "DEFERRED"
+            # the flush of the commit: FULL for every transaction but those that asked (SQLite refuses a change
+            # inside a transaction, so it is set here, before BEGIN, and only when it changes)
+            level = "FULL" if options.get("lienthong_flush", True) else "NORMAL"
+            driver = conn.connection.driver_connection
+            held = conn.connection.info  # the pooled connection's, kept across checkouts
             # on the driver's connection: SQLAlchemy's execution path costs ~25 µs more, twice a request
             try:
-                conn.connection.driver_connection.execute(f"BEGIN {mode}")
+                if held.get(SYNCHRONOUS, "FULL") != level:
+                    driver.execute(f"PRAGMA synchronous={level}")
+                    held[SYNCHRONOUS] = level
+                driver.execute(f"BEGIN {mode}")
             except conn.dialect.loaded_dbapi.Error as exc:
                 raise sa_exc.DBAPIError.instance(
                     f"BEGIN {mode}", (), exc, conn.dialect.loaded_dbapi.Error
@@ -166,15 +177,24 @@ class Database:
         return self.engine.url.get_backend_name()
 
     @contextlib.contextmanager
-    def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
-        """A session in one transaction. Nothing is kept unless the block calls ``session.commit()``."""
+    def unit_of_work(self, *, write: bool = False, flush: bool = True) -> Iterator[Session]:
+        """A session in one transaction. Nothing is kept unless the block calls ``session.commit()``.
+
+        ``flush=False`` (a write, SQLite): the commit returns without waiting for the disk
+        (``PRAGMA synchronous=NORMAL`` for this transaction; every other one is ``FULL``). A crash of the
+        machine, not of the gateway, can lose such a transaction, and only among the newest: the database
+        stays consistent (the log is written in order), and the next flushed commit makes it durable too.
+        Only for what the gateway may forget and record again (getEdoc's first-fetch mark), never for what
+        it answered with a receipt. PostgreSQL flushes every commit: its concurrent commits share a flush,
+        so a flush does not hold up other writers there as SQLite's writer lock does."""
         writer = self._writer.hold() if write and self._writer is not None else contextlib.nullcontext()
         with writer, database_errors(), self._sessions() as session:
             try:
                 if write:
                     from gateway.store.raw import Raw  # raw.py imports this module
 
-                    Raw.begin(session, session.connection(execution_options={"lienthong_write": True}))
+                    options = {"lienthong_write": True, "lienthong_flush": flush}
+                    Raw.begin(session, session.connection(execution_options=options))
                 yield session
             finally:
                 session.rollback()
@@ -217,7 +237,9 @@ class Database:
                     pooled.invalidate()
                 pooled.close()
 
-    def run(self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1) -> T:
+    def run(
+        self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1, flush: bool = True
+    ) -> T:
         """Run ``operation(session)`` in one transaction; it calls ``session.commit()`` itself.
 
         Losing a race to a concurrent transaction (:func:`is_race`: a unique row inserted first, a
@@ -227,7 +249,7 @@ class Database:
         attempt = 0
         while True:
             try:
-                with self.unit_of_work(write=write) as session:
+                with self.unit_of_work(write=write, flush=flush) as session:
                     return operation(session)
             except sa_exc.DBAPIError as exc:
                 if not is_race(exc):

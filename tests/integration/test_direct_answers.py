@@ -340,3 +340,69 @@ def test_a_receipt_signed_before_a_long_wait_is_signed_again(world):
         assert stated == stored
         assert stated == (start if not wait else start + wait)
     app.axis.db.dispose()
+
+
+def _write_levels(world, **env) -> list[str]:
+    """The ``PRAGMA synchronous`` level each write transaction of sendEdoc, getEdoc (first fetch), getEdoc
+    (again) and updateStatus done ran at, read from the statements the app's SQLite connections ran."""
+    import sqlalchemy
+
+    if world.db.backend != "sqlite":
+        pytest.skip("PostgreSQL flushes every commit (its commits share a flush); there is no level to set")
+    app = world.app(**env)
+    ran: list[tuple[int, str]] = []  # (connection, statement), in the order they ran
+    connections = [0]
+
+    def traced(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        connections[0] += 1
+        number = connections[0]
+        dbapi_conn.set_trace_callback(lambda statement: ran.append((number, statement)))
+
+    sqlalchemy.event.listen(app.axis.db.engine, "connect", traced)
+    try:
+        packet = world.seal(new_document(G22, [H41], subject="Đánh dấu đã lấy"), G22)
+        send = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
+        status, answer = raw.in_process(app, send)
+        assert status.startswith("200"), answer[-600:]
+        doc_id = etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId")
+        nghean = raw.security_header("nghean", world.secrets["nghean"])
+        get = raw.envelope(f"<tns:getEdoc><tns:docId>{doc_id}</tns:docId></tns:getEdoc>", nghean)
+        done = raw.envelope(
+            f"<tns:updateStatus><tns:docId>{doc_id}</tns:docId><tns:status>done</tns:status></tns:updateStatus>",
+            nghean,
+        )
+        for body in (get, get, done):
+            status, answer = raw.in_process(app, body)
+            assert status.startswith("200"), answer[-600:]
+    finally:
+        app.axis.db.dispose()
+    level: dict[int, str] = {}
+    levels = []
+    for number, statement in ran:
+        if statement.startswith("PRAGMA synchronous="):
+            level[number] = statement.split("=", 1)[1]
+        elif statement == "BEGIN IMMEDIATE":
+            levels.append(level.get(number, "FULL"))  # every new connection is set to FULL
+    return levels
+
+
+def test_a_first_fetch_mark_does_not_wait_for_the_disk_and_nothing_else_skips_it(world):
+    """getEdoc's first-fetch mark is committed at synchronous=NORMAL on SQLite; the send before it, the
+    acknowledgement after it (answered with a signed receipt) and any other write on the same connection
+    are back at FULL. A second getEdoc writes nothing."""
+    assert _write_levels(world) == ["FULL", "NORMAL", "FULL"]
+
+
+def test_flush_fetch_marks_makes_every_commit_wait_for_the_disk(world):
+    assert _write_levels(world, LIENTHONG_FLUSH_FETCH_MARKS="true") == ["FULL", "FULL", "FULL"]
+
+
+def test_flush_fetch_marks_is_a_flag(tmp_path):
+    from gateway.config import Config
+    from gateway.errors import ConfigError
+
+    assert Config.from_sources({}, data_dir=tmp_path).flush_fetch_marks is False
+    assert Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "yes"}, data_dir=tmp_path).flush_fetch_marks
+    with pytest.raises(ConfigError) as caught:
+        Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "sometimes"}, data_dir=tmp_path)
+    assert "flush_fetch_marks" in str(caught.value)
