@@ -472,18 +472,32 @@ class Axis:
 
     # sendEdoc
 
-    def _identity_and_policies(self, credentials: object | None) -> tuple[Identity, dict[str, AgencyPolicy]]:
-        with self.db.reader() as reader:
-            identity = self.authenticator.authenticate(reader, credentials)
-            policies = {
-                code: AgencyPolicy(
-                    active=active, require_signature=require, allow_sha1=sha1, fingerprints=frozenset(fps)
-                )
-                for code, (active, require, sha1, fps) in repo.seal_policies(
-                    reader, identity.agencies
-                ).items()
-            }
-            return identity, policies
+    def _identity_and_policies(
+        self, reader: Reader, credentials: object | None
+    ) -> tuple[Identity, dict[str, AgencyPolicy]]:
+        identity = self.authenticator.authenticate(reader, credentials)
+        policies = {
+            code: AgencyPolicy(
+                active=active, require_signature=require, allow_sha1=sha1, fingerprints=frozenset(fps)
+            )
+            for code, (active, require, sha1, fps) in repo.seal_policies(reader, identity.agencies).items()
+        }
+        return identity, policies
+
+    @staticmethod
+    def _resent(session: Session | Reader, packet: PacketFields) -> SendOutcome | None:
+        """The answer to a packet this sender already sent, byte for byte: the first docId and receipt."""
+        earlier = repo.earlier_packet(session, packet.from_organ, packet.sha256)
+        if earlier is None:
+            return None
+        earlier_id, earlier_doc_id, earlier_type = earlier
+        return SendOutcome(
+            earlier_doc_id,
+            earlier_type,
+            tuple(repo.recipients_of(session, earlier_id)),
+            duplicate=True,
+            receipt=repo.submission_receipt(session, earlier_id),
+        )
 
     def send_edoc(self, credentials: object | None, data: bytes | list[bytes]) -> SendOutcome:
         """Check and store one packet. ``data``: its bytes, or a list holding them that the caller lets go
@@ -493,81 +507,91 @@ class Axis:
         owned = isinstance(data, list)
         if isinstance(data, list):
             data = data.pop()
-        identity, policies = self._identity_and_policies(credentials)
-        # no database work before the packet is good: parse, schema, seal
-        tree = check_packet(data, self.schemas, self.limits)
-        claimed = packet_fields(tree.getroot(), data)  # only to find the sender's seal policy
-        routing.check_sender(claimed, identity)
-        policy = policies[claimed.from_organ]
-        seal: VerifiedSeal | None = None
-        root = tree.getroot()
-        spool = None
-        if policy.require_signature or is_sealed(tree):
-            if owned and len(data) >= SPOOL_BYTES:
-                spool = tempfile.TemporaryFile(prefix="lienthong-packet-")
-                spool.write(data)
-                del data
-            seal = verify_seal(
-                tree,
-                policy=self.seals.policy,
-                trust=self.seals.trust(),
-                at=self.clock(),
-                allow_sha1=policy.allow_sha1,
-                keys=self.seals.keys,
-            )
-            check_signer_agency(
-                seal,
-                claimed.from_organ,
-                registered_fingerprints=policy.fingerprints,
-                subject_attribute_name=self.seals.subject_attribute,
-            )
-            root = seal.root
-        # routing data: read from what the verification covered (the digest and size are of the same bytes);
-        # when that is the tree the claimed fields were read from, they are those fields
-        if root is tree.getroot():
-            packet = claimed
-        else:
-            packet = dataclasses.replace(packet_fields(root, b""), sha256=claimed.sha256, size=claimed.size)
-        # the trees are done with: a large packet's tree (about its size again) is not held while storing
-        del tree, root
-        if seal is not None:
-            seal = dataclasses.replace(seal, root=None)  # type: ignore[arg-type]
-        if spool is not None:
-            with spool:
-                spool.seek(0)
-                data = spool.read()
-            if len(data) != claimed.size or hashlib.sha256(data).hexdigest() != claimed.sha256:
-                raise errors.InternalError("the packet's temporary copy changed; nothing was stored")
-        routing.check_sender(packet, identity)
-        routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
+        with self.db.reader() as reader:
+            identity, policies = self._identity_and_policies(reader, credentials)
+            # no database work before the packet is good: parse, schema, seal
+            tree = check_packet(data, self.schemas, self.limits)
+            claimed = packet_fields(tree.getroot(), data)  # only to find the sender's seal policy
+            routing.check_sender(claimed, identity)
+            policy = policies[claimed.from_organ]
+            seal: VerifiedSeal | None = None
+            root = tree.getroot()
+            spool = None
+            if policy.require_signature or is_sealed(tree):
+                if owned and len(data) >= SPOOL_BYTES:
+                    spool = tempfile.TemporaryFile(prefix="lienthong-packet-")
+                    spool.write(data)
+                    del data
+                seal = verify_seal(
+                    tree,
+                    policy=self.seals.policy,
+                    trust=self.seals.trust(),
+                    at=self.clock(),
+                    allow_sha1=policy.allow_sha1,
+                    keys=self.seals.keys,
+                )
+                check_signer_agency(
+                    seal,
+                    claimed.from_organ,
+                    registered_fingerprints=policy.fingerprints,
+                    subject_attribute_name=self.seals.subject_attribute,
+                )
+                root = seal.root
+            # routing data: read from what the verification covered (the digest and size are of the same bytes);
+            # when that is the tree the claimed fields were read from, they are those fields
+            if root is tree.getroot():
+                packet = claimed
+            else:
+                packet = dataclasses.replace(
+                    packet_fields(root, b""), sha256=claimed.sha256, size=claimed.size
+                )
+            # the trees are done with: a large packet's tree (about its size again) is not held while storing
+            del tree, root
+            if seal is not None:
+                seal = dataclasses.replace(seal, root=None)  # type: ignore[arg-type]
+            if spool is not None:
+                with spool:
+                    spool.seek(0)
+                    data = spool.read()
+                if len(data) != claimed.size or hashlib.sha256(data).hexdigest() != claimed.sha256:
+                    raise errors.InternalError("the packet's temporary copy changed; nothing was stored")
+            routing.check_sender(packet, identity)
+            routing.check_sender_active(packet, routing.AgencyState(packet.from_organ, policy.active))
 
-        appended = [0]  # the audit entry the send made (for the checkpoint that may follow)
-        doc_id = str(uuid.uuid4())
-        signed_at = self.clock()
-        # A plain new document goes to the agencies it names (or is refused): its receipt is signed here,
-        # before the transaction, so SQLite's writer lock is not held while it is signed. A status, recall,
-        # update or replace learns its recipients inside the transaction and is signed there.
-        presigned = (
-            self._send_receipts(None, packet, identity, seal, doc_id, Route(packet.to_organs), signed_at)
-            if not packet.is_status and packet.business.doc_type not in lifecycle.KINDS
-            else None
-        )
+            appended = [0]  # the audit entry the send made (for the checkpoint that may follow)
+            doc_id = str(uuid.uuid4())
+            signed_at = self.clock()
+            presigned = None
+            prechecked: _Step | None = None
+            known: SendOutcome | None = None
+            if not packet.is_status and packet.business.doc_type not in lifecycle.KINDS:
+                # A plain new document goes to the agencies it names (or is refused). What the transaction
+                # would read first (the same bytes sent before, the recipients, the DocumentId) is read here,
+                # and its receipt signed, so SQLite's writer lock is not held meanwhile. A concurrent send of
+                # the same bytes or DocumentId trips a unique index when it is stored, and the operation then
+                # runs again with these reads inside its transaction. A status, recall, update or replace
+                # learns its recipients inside the transaction, and its receipt is signed there.
+                known = self._resent(reader, packet)
+                if known is None:
+                    prechecked = self._document_step(reader, packet, identity)
+                    presigned = self._send_receipts(
+                        None, packet, identity, seal, doc_id, Route(packet.to_organs), signed_at
+                    )
+
+        attempts = [0]
 
         def operation(session: Session) -> SendOutcome:
-            earlier = repo.earlier_packet(session, packet.from_organ, packet.sha256)
-            if earlier is not None:
-                earlier_id, earlier_doc_id, earlier_type = earlier
-                return SendOutcome(
-                    earlier_doc_id,
-                    earlier_type,
-                    tuple(repo.recipients_of(session, earlier_id)),
-                    duplicate=True,
-                    receipt=repo.submission_receipt(session, earlier_id),
-                )
-            if packet.is_status:
-                step = self._status_step(session, packet, identity)
+            attempts[0] += 1
+            if prechecked is not None and attempts[0] == 1:
+                step = prechecked
             else:
-                step = self._document_step(session, packet, identity)
+                resent = self._resent(session, packet)
+                if resent is not None:
+                    return resent
+                if packet.is_status:
+                    step = self._status_step(session, packet, identity)
+                else:
+                    step = self._document_step(session, packet, identity)
             if step.duplicate_of is not None:
                 first_doc_id, kind, recipients = step.duplicate_of
                 first = repo.packet_by_doc_id(session, first_doc_id)
@@ -652,7 +676,7 @@ class Axis:
                 doc_id, packet.kind, route.recipients, receipt=receipts[0].content if receipts else None
             )
 
-        outcome = self.db.run(operation, write=True)
+        outcome = known if known is not None else self.db.run(operation, write=True)
         self._maybe_checkpoint(appended[0])
         log.info(
             "accepted %s %s from %s (system %s) for %s; seal %s%s",

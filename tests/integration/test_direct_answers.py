@@ -406,3 +406,55 @@ def test_flush_fetch_marks_is_a_flag(tmp_path):
     with pytest.raises(ConfigError) as caught:
         Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "sometimes"}, data_dir=tmp_path)
     assert "flush_fetch_marks" in str(caught.value)
+
+
+@pytest.mark.parametrize("same_bytes", [True, False], ids=["same-bytes", "same-document-id"])
+def test_a_send_that_loses_a_race_after_its_checks_is_checked_again(world, same_bytes):
+    """A plain new document is checked (sent before? its recipients, its DocumentId) before its
+    transaction. Here the same packet, or another with its DocumentId, is stored by another request right
+    after those checks: the store trips a unique index and the send is checked again inside its
+    transaction, answering as if it had come second (the first docId, or the DocumentId fault) and storing
+    nothing of its own."""
+    from gateway.store.raw import Reader
+
+    app = world.app()
+    document = new_document(G22, [H41], subject="Cuộc đua")
+    first = world.seal(document, G22)
+    second = (
+        first if same_bytes else world.seal(document.replace("Cuộc đua".encode(), "Cuộc đua 2".encode()), G22)
+    )
+    header = raw.security_header("vpcp", world.secrets["vpcp"])
+    step = app.axis._document_step
+    raced = []
+
+    def checked_then_raced(session, packet, identity):  # type: ignore[no-untyped-def]
+        out = step(session, packet, identity)
+        if isinstance(session, Reader) and not raced:  # the pre-checks of the second send
+            raced.append(raw.post(world.url, raw.envelope(raw.send_edoc_payload(first), header)))
+        return out
+
+    try:
+        app.axis._document_step = checked_then_raced
+        before = world.snapshot()
+        status, answer = raw.in_process(app, raw.envelope(raw.send_edoc_payload(second), header))
+    finally:
+        app.axis.db.dispose()
+    (winner,) = raced
+    assert winner.status == 200 and winner.code is None
+    first_doc_id = etree.fromstring(winner.body).findtext(f".//{{{raw.TNS}}}docId")
+    if same_bytes:
+        assert status.startswith("200"), answer[-600:]
+        assert etree.fromstring(answer).findtext(f".//{{{raw.TNS}}}docId") == first_doc_id
+        assert b"<tns:duplicate>true</tns:duplicate>" in answer
+    else:
+        assert status.startswith("500") and b"Client.Packet.DuplicateDocumentId" in answer, answer[-600:]
+        assert first_doc_id.encode() in answer
+    with world.db.unit_of_work() as session:
+        stored = session.execute(
+            text(
+                "SELECT count(*) FROM packets WHERE document_id = (SELECT document_id FROM packets WHERE doc_id = :d)"
+            ),
+            {"d": first_doc_id},
+        ).scalar()
+    assert stored == 1
+    assert world.snapshot() != before  # the winner's packet, and nothing else (counted above)
