@@ -29,7 +29,7 @@ from typing import Any
 from bench import world
 from bench.packets import PacketPool, send_edoc_request
 
-DB_READ = "database: authenticate + seal policy (read)"
+DB_READ = "database: reads before the transaction (credentials, seal policy, pre-checks)"
 DB_WRITE = "database: store packet + deliveries (write, commit)"
 SOAP = "SOAP in/out (spyne, or the direct path: arguments, answer tree)"
 ADMIT = "database: replay record of a signed request (admit: write, commit)"
@@ -142,6 +142,10 @@ def _instrument(app: Any, ledger: Ledger) -> _Patches:
     p.set(axis_mod, "check_signer_agency", ledger.wrap("seal verify", axis_mod.check_signer_agency))
     p.set(axis.seals, "trust", ledger.wrap("seal verify", axis.seals.trust))
     p.set(axis, "_identity_and_policies", ledger.wrap(DB_READ, axis._identity_and_policies))
+    # a plain new document's reads before its transaction (resent bytes, recipients, DocumentId)
+    for name in ("_resent", "_document_step"):
+        if hasattr(axis, name):
+            p.set(axis, name, ledger.wrap(DB_READ, getattr(axis, name)))
     run = axis.db.run
     timed_run = ledger.wrap(DB_WRITE, run)
 

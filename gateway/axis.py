@@ -416,7 +416,7 @@ class Axis:
         replay_margin: dt.timedelta = dt.timedelta(minutes=5),
         calendar: WorkingCalendar | None = None,
         evidence: EvidenceSettings | None = None,
-        flush_fetch_marks: bool = False,
+        flush_fetch_marks: bool = True,
     ) -> None:
         self.db = db
         #: wait for the disk when getEdoc records a first fetch (see Database.unit_of_work's ``flush``)
@@ -565,12 +565,13 @@ class Axis:
             prechecked: _Step | None = None
             known: SendOutcome | None = None
             if not packet.is_status and packet.business.doc_type not in lifecycle.KINDS:
-                # A plain new document goes to the agencies it names (or is refused). What the transaction
-                # would read first (the same bytes sent before, the recipients, the DocumentId) is read here,
-                # and its receipt signed, so SQLite's writer lock is not held meanwhile. A concurrent send of
-                # the same bytes or DocumentId trips a unique index when it is stored, and the operation then
-                # runs again with these reads inside its transaction. A status, recall, update or replace
-                # learns its recipients inside the transaction, and its receipt is signed there.
+                # A plain new document goes to the agencies it names (or is refused). Whether the same bytes
+                # were sent before and whether its DocumentId is taken are read here, its recipients checked
+                # and its receipt signed, so SQLite's writer lock is not held meanwhile; the transaction
+                # checks the recipients again (one read). A concurrent send of the same bytes or DocumentId
+                # trips a unique index when it is stored, and the operation then runs again with every read
+                # inside its transaction. A status, recall, update or replace learns its recipients inside
+                # the transaction, and its receipt is signed there.
                 known = self._resent(reader, packet)
                 if known is None:
                     prechecked = self._document_step(reader, packet, identity)
@@ -583,7 +584,12 @@ class Axis:
         def operation(session: Session) -> SendOutcome:
             attempts[0] += 1
             if prechecked is not None and attempts[0] == 1:
-                step = prechecked
+                # the recipients again, in the transaction: one may have left the directory meanwhile, and
+                # no index would notice (resent bytes and DocumentIds are settled by unique indexes)
+                route = routing.route_document(
+                    packet, identity, repo.agency_states(session, packet.to_organs)
+                )
+                step = dataclasses.replace(prechecked, route=route)
             else:
                 resent = self._resent(session, packet)
                 if resent is not None:
@@ -1079,10 +1085,8 @@ class Axis:
 
     def get_edoc(self, credentials: object | None, doc_id: str) -> FetchedPacket:
         # Read the bytes outside any transaction (a packet may be tens of MB, and it never changes), then
-        # mark the deliveries fetched in a short write of their own. On SQLite that write does not wait for
-        # the disk unless ``flush_fetch_marks``: it is half of a delivery's flushes, and what a machine crash
-        # could lose of it is a fetch the recipient repeats (the delivery stays on its list until
-        # updateStatus done, which is flushed, like everything answered with a receipt).
+        # mark the deliveries fetched in a short write of their own. On SQLite, with ``flush_fetch_marks``
+        # off, that write does not wait for the disk (see gateway.config for what a machine crash may lose).
         with self.db.reader() as reader:
             identity = self.authenticator.authenticate(reader, credentials)
             packet, mine = self._addressed(reader, identity, doc_id, with_content=True)
@@ -1095,36 +1099,41 @@ class Axis:
         if unfetched:
 
             def mark(session: Session) -> None:
-                now = self.clock()
-                marked = repo.mark_fetched(session, unfetched, now, self.calendar.deadline(now))
-                repo.add_events(
-                    session,
-                    [
-                        {
-                            "packet_id": packet_id,
-                            "recipient_code": r,
-                            "kind": "delivered",
-                            "at": now,
-                            "agency_code": r,
-                            "system_id": identity.system_id,
-                        }
-                        for r in marked
-                    ],
-                )
-                if self.evidence.enabled:
-                    for r in marked:
-                        audit.append(
-                            session,
-                            "delivered",
-                            now,
-                            docId=out.doc_id,
-                            recipient=r,
-                            system=identity.system_id,
-                        )
+                self._record_fetch(session, packet_id, out.doc_id, unfetched, identity, self.clock())
                 session.commit()
 
             self.db.run(mark, write=True, retries=0, flush=self.flush_fetch_marks)
         return out
+
+    def _record_fetch(
+        self,
+        session: Session,
+        packet_id: int,
+        doc_id: str,
+        ids: list[int],
+        identity: Identity,
+        now: dt.datetime,
+    ) -> None:
+        """A first fetch of these deliveries: the time, the answer's due time, the delivered event and its
+        audit entry (deliveries already marked are left as they are)."""
+        marked = repo.mark_fetched(session, ids, now, self.calendar.deadline(now))
+        repo.add_events(
+            session,
+            [
+                {
+                    "packet_id": packet_id,
+                    "recipient_code": r,
+                    "kind": "delivered",
+                    "at": now,
+                    "agency_code": r,
+                    "system_id": identity.system_id,
+                }
+                for r in marked
+            ],
+        )
+        if self.evidence.enabled:
+            for r in marked:
+                audit.append(session, "delivered", now, docId=doc_id, recipient=r, system=identity.system_id)
 
     def _addressed(
         self,

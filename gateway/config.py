@@ -33,8 +33,10 @@ as a plain mapping, so tests pass a dict.
 - ``LIENTHONG_COMPUTE_SLOTS`` / ``compute_slots``: requests a worker process computes at once once their
   body is read (1); its threads still read and answer side by side (see :mod:`gateway.soap.guard`).
 - ``LIENTHONG_FLUSH_FETCH_MARKS`` / ``flush_fetch_marks``: on SQLite, wait for the disk when getEdoc records
-  a first fetch (``false``: a machine crash may forget the newest fetch marks, never a packet, a status, an
-  acknowledgement or a receipt; see :meth:`gateway.store.db.Database.unit_of_work`).
+  a first fetch (``true``). ``false`` commits that mark without the flush: fewer flushes holding up the
+  other writers, but a crash of the machine may forget the newest fetch marks (never a packet, a status,
+  an acknowledgement or a receipt), and an acknowledgement that follows does not bring the "delivered"
+  evidence back; see :meth:`gateway.store.db.Database.unit_of_work`.
 - ``LIENTHONG_HOLIDAYS`` / ``holidays``: public holidays, ``YYYY-MM-DD`` separated by commas (a TOML list
   in the file); none by default.
 
@@ -120,7 +122,7 @@ class Config:
     #: requests a worker process computes at once (its threads still read and write side by side)
     compute_slots: int = 1
     #: SQLite: flush getEdoc's first-fetch marks to disk before answering (off: the next flushed commit does)
-    flush_fetch_marks: bool = False
+    flush_fetch_marks: bool = True
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -281,7 +283,7 @@ class Config:
                 problems.append(f"holidays: {item!r} is not a date YYYY-MM-DD")
         evidence = _flag(pick("evidence", "LIENTHONG_EVIDENCE"), True, "evidence", problems)
         flush_fetch_marks = _flag(
-            pick("flush_fetch_marks", "LIENTHONG_FLUSH_FETCH_MARKS"), False, "flush_fetch_marks", problems
+            pick("flush_fetch_marks", "LIENTHONG_FLUSH_FETCH_MARKS"), True, "flush_fetch_marks", problems
         )
         every: Any = pick("checkpoint_every", "LIENTHONG_CHECKPOINT_EVERY")
         try:

@@ -90,18 +90,25 @@ class GuardedSoap11(Soap11):
                 if member.Attributes.min_occurs > 0:  # spyne writes a nil element: let it
                     self.to_parent(ctx, member, None, element, cls.get_namespace(), tag.rsplit("}", 1)[-1])
                 continue
-            if kind is str and isinstance(value, str):
-                text = value
-            elif kind is bool:
-                text = "true" if value else "false"
-            elif kind is int:
-                text = str(int(value))
-            elif kind is _ISO and isinstance(value, dt.datetime):
-                text = value.isoformat()
-            else:
-                text = self.to_unicode(member, value)
-            etree.SubElement(element, tag).text = text
+            etree.SubElement(element, tag).text = self.flat_text(member, kind, value)
         return None
+
+    def flat_text(self, member: Any, kind: type, value: Any) -> str:
+        """The text of one member of a flat record (see :meth:`flat_plan`), as spyne writes it."""
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is int:
+            return str(int(value))
+        if kind is _ISO and isinstance(value, dt.datetime):
+            return value.isoformat()
+        return self.to_unicode(member, value)
+
+    def flat_plan(self, cls: Any) -> list[tuple[str, str, Any, type]] | None:
+        """(attribute, element tag, spyne type, kind) of each member of ``cls`` if it is a flat record
+        (every member a single string, date-time, boolean or integer), else None."""
+        return self._flat_plan(cls)
 
     _flat_plans: ClassVar[dict[Any, Any]] = {}
 
@@ -245,7 +252,9 @@ def seal_settings(config: Config) -> SealSettings:
 
 def create_app(config: Config, *, db: Database | None = None) -> Guard:
     """The WSGI application of one gateway process."""
-    database = db or Database(config.database_url)
+    # each request computing holds at most one pooled connection at a time (a packet's checks keep the one
+    # that read its credentials): as many as the slots, and the pool's default beyond
+    database = db or Database(config.database_url, pool_size=max(5, config.compute_slots))
     axis = Axis(
         database,
         load_schemas(config.schema_dir),
@@ -274,7 +283,7 @@ def create_app(config: Config, *, db: Database | None = None) -> Guard:
         timestamps=TimestampPolicy(clock_skew=dt.timedelta(seconds=config.clock_skew)),
         response_signer=load_signer(config),
         on_refusal=lambda code, cid: axis.audit_refusal(code, "(request)", cid),
-        direct=DirectOperations(axis),
+        direct=DirectOperations(axis, app.out_protocol),
         compute_slots=config.compute_slots,
     )
     guard.axis = axis  # type: ignore[attr-defined]

@@ -17,7 +17,6 @@ compares both paths).
 from __future__ import annotations
 
 import binascii
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from gateway.axis import Axis
 from gateway.core.wssec import Deferred
 from gateway.soap.faults import SOAP11_ENV, TNS, LienthongFault, fault_element
 from gateway.soap.guard import DirectAnswer
-from gateway.soap.service import call_operation
+from gateway.soap.service import ReceivedEdoc, call_operation, received_entry
 
 _NSMAP = {"soap11env": SOAP11_ENV, "tns": TNS}
 _ENVELOPE = f"{{{SOAP11_ENV}}}Envelope"
@@ -54,23 +53,6 @@ class _Answer:
         parent = etree.SubElement(self.result, _q(name))
         for code in codes:
             etree.SubElement(parent, _q("organId")).text = code
-
-
-#: a getReceivedEdocList entry: (element, InboxItem attribute), in the order of ``service.ReceivedEdoc``
-_INBOX_ENTRY = "ReceivedEdoc"
-_INBOX_FIELDS = (
-    ("docId", "doc_id"),
-    ("messageType", "message_type"),
-    ("to", "recipient"),
-    ("from", "sender"),
-    ("documentId", "document_id"),
-    ("subject", "subject"),
-    ("statusCode", "status_code"),
-    ("createdAt", "created_at"),
-    ("transportState", "transport_state"),
-    ("lifecycle", "lifecycle"),
-    ("lifecycleDocId", "lifecycle_doc_id"),
-)
 
 
 def fault_answer(fault: LienthongFault) -> etree._Element:
@@ -100,8 +82,12 @@ def _arguments(payload: etree._Element, required: tuple[str, ...], optional: tup
 class DirectOperations:
     """The hot operations of one gateway process (``None`` from :meth:`__call__`: spyne answers)."""
 
-    def __init__(self, axis: Axis) -> None:
+    def __init__(self, axis: Axis, protocol: Any) -> None:
+        """``protocol``: the application's out protocol (``GuardedSoap11``), whose flat-record writing the
+        pending list's entries follow: the members, their order and their text are spyne's."""
         self.axis = axis
+        self._protocol = protocol
+        self._inbox_plan = protocol.flat_plan(ReceivedEdoc)
         self._handlers: dict[str, Callable[[etree._Element, Any, str], Any]] = {
             _q("sendEdoc"): self._send_edoc,
             _q("getReceivedEdocList"): self._received_list,
@@ -159,20 +145,22 @@ class DirectOperations:
     def _received_list(self, payload: etree._Element, credentials: Any, cid: str) -> etree._Element | None:
         # the poll without a date range; fromDate/toDate (xs:date, with spyne's parsing) are left to spyne
         args = _arguments(payload, ("messageType",), ())
-        if args is None:
+        plan = self._inbox_plan
+        if args is None or plan is None:
             return None
         message_type = args["messageType"]
         items = self._call(payload, credentials, cid, lambda ax, creds: ax.received_list(creds, message_type))
         answer = _Answer("getReceivedEdocList")
-        entry_tag = _q(_INBOX_ENTRY)
-        fields = [(_q(name), attr) for name, attr in _INBOX_FIELDS]
+        entry_tag = _q(ReceivedEdoc.get_type_name())
+        text = self._protocol.flat_text
         sub = etree.SubElement
         for item in items:
             entry = sub(answer.result, entry_tag)
-            for tag, attr in fields:
-                value = getattr(item, attr)
-                if value is not None:
-                    sub(entry, tag).text = value.isoformat() if isinstance(value, dt.datetime) else value
+            record = received_entry(item)
+            for attr, tag, member, kind in plan:
+                value = getattr(record, attr)
+                if value is not None:  # only optional members are ever None (the required are NOT NULL)
+                    sub(entry, tag).text = text(member, kind, value)
         return answer.envelope
 
     def _get_edoc(

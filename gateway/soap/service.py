@@ -222,6 +222,23 @@ def _check_same_body(payload: Any, credentials: object | None) -> None:
 Entry = SimpleNamespace
 
 
+def received_entry(i: axis_mod.InboxItem) -> Entry:
+    """A ``ReceivedEdoc`` of getReceivedEdocList (also written by :mod:`gateway.soap.direct`)."""
+    return Entry(
+        docId=i.doc_id,
+        messageType=i.message_type,
+        to=i.recipient,
+        from_=i.sender,
+        documentId=i.document_id,
+        subject=i.subject,
+        statusCode=i.status_code,
+        createdAt=i.created_at,
+        transportState=i.transport_state,
+        lifecycle=i.lifecycle,
+        lifecycleDocId=i.lifecycle_doc_id,
+    )
+
+
 def _sent(i: axis_mod.SentItem) -> Entry:
     return Entry(
         docId=i.doc_id,
@@ -299,22 +316,7 @@ class LienthongService(ServiceBase):
         order the gateway accepted them; at most 1000 per call (acknowledge to see more).
         """
         items = _call(ctx, lambda ax, creds: ax.received_list(creds, messageType, fromDate, toDate))
-        return [
-            Entry(
-                docId=i.doc_id,
-                messageType=i.message_type,
-                to=i.recipient,
-                from_=i.sender,
-                documentId=i.document_id,
-                subject=i.subject,
-                statusCode=i.status_code,
-                createdAt=i.created_at,
-                transportState=i.transport_state,
-                lifecycle=i.lifecycle,
-                lifecycleDocId=i.lifecycle_doc_id,
-            )
-            for i in items
-        ]
+        return [received_entry(i) for i in items]
 
     @rpc(
         Unicode(min_occurs=1, nillable=False),

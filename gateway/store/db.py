@@ -184,8 +184,8 @@ class Database:
         (``PRAGMA synchronous=NORMAL`` for this transaction; every other one is ``FULL``). A crash of the
         machine, not of the gateway, can lose such a transaction, and only among the newest: the database
         stays consistent (the log is written in order), and the next flushed commit makes it durable too.
-        Only for what the gateway may forget and record again (getEdoc's first-fetch mark), never for what
-        it answered with a receipt. PostgreSQL flushes every commit: its concurrent commits share a flush,
+        Only for what the operator accepts to lose that way (getEdoc's first-fetch mark, with
+        ``flush_fetch_marks`` off), never for what the gateway answered with a receipt. PostgreSQL flushes every commit: its concurrent commits share a flush,
         so a flush does not hold up other writers there as SQLite's writer lock does."""
         writer = self._writer.hold() if write and self._writer is not None else contextlib.nullcontext()
         with writer, database_errors(), self._sessions() as session:

@@ -114,6 +114,23 @@ def test_pending_list_answers_are_spynes(world, spyne_app):
             assert b"<tns:lifecycle>recall-requested</tns:lifecycle>" in a
         else:
             assert b"<tns:statusCode>13</tns:statusCode>" in a
+    # and it is the direct path that answered them (spyne would give the same answer)
+    app = world.app()
+    direct, answered = app.direct, []
+
+    def watched(*args):  # type: ignore[no-untyped-def]
+        answered.append(direct(*args))
+        return answered[-1]
+
+    app.direct = watched
+    listing = "<tns:getReceivedEdocList><tns:messageType>edoc</tns:messageType></tns:getReceivedEdocList>"
+    try:
+        status, _ = raw.in_process(
+            app, raw.envelope(listing, raw.security_header("nghean", world.secrets["nghean"]))
+        )
+    finally:
+        app.axis.db.dispose()
+    assert status.startswith("200") and len(answered) == 1 and answered[0] is not None
     # a system with nothing pending: the empty list
     listing = "<tns:getReceivedEdocList><tns:messageType>status</tns:messageType></tns:getReceivedEdocList>"
     direct, a, b = _both(world, spyne_app, listing, "yte")
@@ -386,23 +403,23 @@ def _write_levels(world, **env) -> list[str]:
     return levels
 
 
-def test_a_first_fetch_mark_does_not_wait_for_the_disk_and_nothing_else_skips_it(world):
-    """getEdoc's first-fetch mark is committed at synchronous=NORMAL on SQLite; the send before it, the
-    acknowledgement after it (answered with a signed receipt) and any other write on the same connection
-    are back at FULL. A second getEdoc writes nothing."""
-    assert _write_levels(world) == ["FULL", "NORMAL", "FULL"]
+def test_without_flush_fetch_marks_only_the_first_fetch_mark_skips_the_flush(world):
+    """With ``flush_fetch_marks = false`` getEdoc's first-fetch mark is committed at synchronous=NORMAL on
+    SQLite; the send before it, the acknowledgement after it (answered with a signed receipt) and any other
+    write on the same connection are back at FULL. A second getEdoc writes nothing."""
+    assert _write_levels(world, LIENTHONG_FLUSH_FETCH_MARKS="false") == ["FULL", "NORMAL", "FULL"]
 
 
-def test_flush_fetch_marks_makes_every_commit_wait_for_the_disk(world):
-    assert _write_levels(world, LIENTHONG_FLUSH_FETCH_MARKS="true") == ["FULL", "FULL", "FULL"]
+def test_by_default_every_commit_waits_for_the_disk(world):
+    assert _write_levels(world) == ["FULL", "FULL", "FULL"]
 
 
 def test_flush_fetch_marks_is_a_flag(tmp_path):
     from gateway.config import Config
     from gateway.errors import ConfigError
 
-    assert Config.from_sources({}, data_dir=tmp_path).flush_fetch_marks is False
-    assert Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "yes"}, data_dir=tmp_path).flush_fetch_marks
+    assert Config.from_sources({}, data_dir=tmp_path).flush_fetch_marks is True
+    assert not Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "no"}, data_dir=tmp_path).flush_fetch_marks
     with pytest.raises(ConfigError) as caught:
         Config.from_sources({"LIENTHONG_FLUSH_FETCH_MARKS": "sometimes"}, data_dir=tmp_path)
     assert "flush_fetch_marks" in str(caught.value)
@@ -452,9 +469,45 @@ def test_a_send_that_loses_a_race_after_its_checks_is_checked_again(world, same_
     with world.db.unit_of_work() as session:
         stored = session.execute(
             text(
-                "SELECT count(*) FROM packets WHERE document_id = (SELECT document_id FROM packets WHERE doc_id = :d)"
+                "SELECT count(DISTINCT p.id), count(DISTINCT d.id), count(DISTINCT r.id) FROM packets p "
+                "JOIN deliveries d ON d.packet_id = p.id JOIN receipts r ON r.packet_id = p.id "
+                "WHERE p.document_id = (SELECT document_id FROM packets WHERE doc_id = :d)"
             ),
             {"d": first_doc_id},
-        ).scalar()
-    assert stored == 1
-    assert world.snapshot() != before  # the winner's packet, and nothing else (counted above)
+        ).one()
+    assert tuple(stored) == (1, 1, 1)  # the winner's packet, its delivery to H41 and its receipt: no more
+    assert world.snapshot() != before
+
+
+def test_a_recipient_that_leaves_the_directory_after_the_checks_gets_nothing(world):
+    """A plain new document's recipients are checked before its transaction and again inside it: an agency
+    deactivated in between (deleteAgency) is refused as if it had happened first, and nothing is stored."""
+    from gateway.store.raw import Reader
+
+    app = world.app()
+    packet = world.seal(new_document(G22, [H41, G01], subject="Cơ quan vừa rời"), G22)
+    step = app.axis._document_step
+    deactivated = []
+
+    def checked_then_deactivated(session, packet, identity):  # type: ignore[no-untyped-def]
+        out = step(session, packet, identity)
+        if isinstance(session, Reader) and not deactivated:
+            with world.db.unit_of_work(write=True) as other:
+                other.execute(text("UPDATE agencies SET active = false WHERE code = :c"), {"c": G01})
+                other.commit()
+            deactivated.append(G01)
+        return out
+
+    app.axis._document_step = checked_then_deactivated
+    try:
+        before = world.snapshot()
+        body = raw.envelope(raw.send_edoc_payload(packet), raw.security_header("vpcp", world.secrets["vpcp"]))
+        status, answer = raw.in_process(app, body)
+    finally:
+        with world.db.unit_of_work(write=True) as other:
+            other.execute(text("UPDATE agencies SET active = true WHERE code = :c"), {"c": G01})
+            other.commit()
+        app.axis.db.dispose()
+    assert deactivated == [G01]
+    assert status.startswith("500") and b"Client.Routing.InactiveRecipient" in answer, answer[-600:]
+    assert world.snapshot() == before  # G01 is active again, and nothing of the packet was stored
