@@ -31,10 +31,10 @@ from bench.packets import (
     signed_send_edoc_request,
 )
 from bench.rawbound import run_raw_bound
-from bench.scenarios import MB, Settings, run_large, run_mixed, run_receive, run_send
+from bench.scenarios import MB, Settings, run_floor, run_large, run_mixed, run_receive, run_send
 from bench.verify import run_verify, run_wss_verify
 
-HTTP_SCENARIOS = ("send", "send-x509", "receive", "mixed", "large")
+HTTP_SCENARIOS = ("send", "floor", "send-x509", "receive", "mixed", "large")
 ALL_SCENARIOS = (*HTTP_SCENARIOS, "verify", "wss-verify")
 #: packets the raw bound loops over (the same for both bounds)
 BOUND_PACKETS = 2000
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
     p.add_argument(
         "--scenario", choices=(*ALL_SCENARIOS, "all"), action="append",
-        help="send, send-x509, receive, mixed, large, verify, wss-verify or all (default); may be repeated",
+        help="send, floor, send-x509, receive, mixed, large, verify, wss-verify or all (default); may be "
+        "repeated",
     )  # fmt: skip
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="results directory (bench/results)"
@@ -250,7 +251,7 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
                 receive_batch=args.receive_batch,
                 large_sizes=args.large_sizes,
             )
-            if {"send", "receive", "mixed"} & set(http):
+            if {"send", "floor", "receive", "mixed"} & set(http):
                 with world.target(
                     databases, "bound", creds, workers=args.workers, threads=args.threads, start=False
                 ) as tgt:
@@ -291,6 +292,16 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
                     f"{kind}: send {r['send']['accepted_per_s']:.0f} accepted/s, "
                     f"p99 {r['send']['latency']['sendEdoc'].get('p99_ms', float('nan')):.1f} ms, "
                     f"{r['send']['errors']} errors"
+                )
+            if "floor" in http:
+                r["floor"] = run_floor(settings, databases)
+                bound = r["raw_bound"]["packets_per_s"]
+                say(
+                    f"{kind}: HTTP floor (the bound's work behind the same server) "
+                    f"{r['floor']['accepted_per_s']:.0f} accepted/s"
+                    + (f" = {r['floor']['accepted_per_s'] / bound:.2f}× the raw bound" if bound else "")
+                    + f", p99 {r['floor']['latency']['sendEdoc'].get('p99_ms', float('nan')):.1f} ms, "
+                    f"{r['floor']['errors']} errors"
                 )
             if "send-x509" in http:
                 # sized on what the gateway did with UsernameTokens (X.509 does more work), else the bound

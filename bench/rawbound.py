@@ -216,6 +216,73 @@ def _text(el: etree._Element | None, path: str) -> str | None:
     return value.strip() if value else None
 
 
+class PacketWork:
+    """Steps 1-4 for one packet (see the module's text), with what a process sets up once: the parser, the
+    schema, the database connection and the signer's key, read from the first packet's certificate.
+    Shared by the bound's loop and the HTTP floor (:mod:`bench.floor`), so both do exactly the same work."""
+
+    def __init__(self, kind: str, direct: str, first_packet: bytes) -> None:
+        self.schema = load_schemas().document
+        self.parser = make_small_parser()
+        self.store = _Sqlite(direct) if kind == "sqlite" else _Postgres(direct)
+        first = etree.fromstring(first_packet, self.parser)
+        cert_text = first.find(f".//{{{DS}}}X509Certificate").text  # type: ignore[union-attr]
+        der = base64.b64decode("".join((cert_text or "").split()))
+        self.key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)
+        self.fingerprint = hashlib.sha256(der).hexdigest()
+
+    def __call__(
+        self,
+        data: bytes,
+        *,
+        sender_suffix: str = "",
+        replay: tuple[str, dt.datetime] | None = None,
+        fingerprint_request: str | None = None,
+    ) -> tuple[float, float, float, float, str]:
+        """Parse, validate, verify and store ``data``: (the four steps' seconds, the new docId).
+        ``sender_suffix`` keeps the unique keys unique when the same packet is stored again."""
+        clock = time.perf_counter
+        t0 = clock()
+        root = etree.fromstring(data, self.parser)
+        mh = root.find(_MH)
+        sender = _text(mh, f"{{{NS}}}From/{{{NS}}}OrganId") or ""
+        recipients = [_text(to, f"{{{NS}}}OrganId") or "" for to in mh.findall(f"{{{NS}}}To")]  # type: ignore[union-attr]
+        row = {
+            "document_id": _text(mh, f"{{{NS}}}DocumentId"),
+            "subject": _text(mh, f"{{{NS}}}Subject"),
+            "code": _text(mh, f"{{{NS}}}Code/{{{NS}}}CodeNumber"),
+        }
+        t1 = clock()
+        if not self.schema.validate(root):
+            raise RuntimeError(f"schema refused a benchmark packet: {self.schema.error_log.last_error}")
+        t2 = clock()
+        sig = root.find(f".//{{{DS}}}Signature")
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self.key
+        ctx.verify(sig)
+        t3 = clock()
+        doc_id = str(uuid.uuid4())
+        row.update(
+            doc_id=doc_id,
+            sender=sender + sender_suffix,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            content=data,
+            now=dt.datetime.now(dt.timezone.utc),
+            fingerprint=self.fingerprint,
+            subject_dn="bench",
+            serial="0",
+            replay=replay,
+            fingerprint_request=fingerprint_request,
+        )
+        self.store.store(row, recipients)
+        t4 = clock()
+        return t1 - t0, t2 - t1, t3 - t2, t4 - t3, doc_id
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def _bound_process(
     index: int,
     processes: int,
@@ -232,16 +299,8 @@ def _bound_process(
     try:
         mine = list(packets[index::processes])
         signed = list(requests[index::processes]) if requests is not None else None
-        schema = load_schemas().document
-        parser = make_small_parser()
-        store = _Sqlite(direct) if kind == "sqlite" else _Postgres(direct)
-        # the signer's key, read once (a minimal implementation caches it, as the gateway's KeyCache does)
-        first = etree.fromstring(mine[0], parser)
-        cert_text = first.find(f".//{{{DS}}}X509Certificate").text  # type: ignore[union-attr]
-        der = base64.b64decode("".join((cert_text or "").split()))
-        key = xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER)
-        fingerprint = hashlib.sha256(der).hexdigest()
-        wss = WSS_VERIFY(signed[0], parser) if signed else None
+        work = PacketWork(kind, direct, mine[0])
+        wss = WSS_VERIFY(signed[0], work.parser) if signed else None
         if wss is not None and wss(signed[0])[0] != mine[0]:  # type: ignore[index]
             raise RuntimeError("the signed requests do not carry the bound's packets in the same order")
         spent = dict.fromkeys(STEPS, 0.0)
@@ -262,48 +321,21 @@ def _bound_process(
             else:
                 data = mine[slot]
             t0 = clock()
-            root = etree.fromstring(data, parser)
-            mh = root.find(_MH)
-            sender = _text(mh, f"{{{NS}}}From/{{{NS}}}OrganId") or ""
-            recipients = [_text(to, f"{{{NS}}}OrganId") or "" for to in mh.findall(f"{{{NS}}}To")]  # type: ignore[union-attr]
-            row = {
-                "document_id": _text(mh, f"{{{NS}}}DocumentId"),
-                "subject": _text(mh, f"{{{NS}}}Subject"),
-                "code": _text(mh, f"{{{NS}}}Code/{{{NS}}}CodeNumber"),
-            }
-            t1 = clock()
-            if not schema.validate(root):
-                raise RuntimeError(f"schema refused a benchmark packet: {schema.error_log.last_error}")
-            t2 = clock()
-            sig = root.find(f".//{{{DS}}}Signature")
-            ctx = xmlsec.SignatureContext()
-            ctx.key = key
-            ctx.verify(sig)
-            t3 = clock()
-            row.update(
-                doc_id=str(uuid.uuid4()),
+            parse, schema, seal, database, _doc_id = work(
+                data,
                 # a packet may go round again (laps): another sender code keeps the unique keys unique
-                sender=sender if lap == 0 else f"{sender}#{index}.{lap}",
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
-                content=data,
-                now=dt.datetime.now(dt.timezone.utc),
-                fingerprint=fingerprint,
-                subject_dn="bench",
-                serial="0",
+                sender_suffix=f"#{index}.{lap}" if lap else "",
                 replay=replay,
                 fingerprint_request=wss.fingerprint if wss is not None else None,  # type: ignore[attr-defined]
             )
-            store.store(row, recipients)
-            t4 = clock()
             spent["request"] += t0 - t_req
-            spent["parse"] += t1 - t0
-            spent["schema"] += t2 - t1
-            spent["seal"] += t3 - t2
-            spent["database"] += t4 - t3
+            spent["parse"] += parse
+            spent["schema"] += schema
+            spent["seal"] += seal
+            spent["database"] += database
             count += 1
         ended = time.monotonic()
-        store.close()
+        work.close()
         results.put((index, {"count": count, "started": started, "ended": ended, "spent": spent}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         barrier.abort()

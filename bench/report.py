@@ -67,6 +67,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"< {SEND_P99_MS:g} ms",
                 p99 is not None and p99 < SEND_P99_MS,
             )
+        floor, bound = r.get("floor"), r.get("raw_bound")
+        if floor is not None and bound is not None and bound["packets_per_s"] > 0:
+            add(
+                "HTTP floor vs raw bound (for information: the bound's work behind the same server)",
+                db,
+                f"{floor['accepted_per_s'] / bound['packets_per_s']:.2f}× "
+                f"({floor['accepted_per_s']:.0f}/s of {bound['packets_per_s']:.0f}/s)",
+                "–",
+                None,
+            )
+            if send is not None and floor["accepted_per_s"] > 0:
+                add(
+                    "send vs HTTP floor (for information)",
+                    db,
+                    f"{send['accepted_per_s'] / floor['accepted_per_s']:.2f}× "
+                    f"({send['accepted_per_s']:.0f}/s of {floor['accepted_per_s']:.0f}/s)",
+                    "–",
+                    None,
+                )
         x509 = r.get("send-x509")
         if x509 is not None and x509.get("vs_send") is not None:
             add(
@@ -85,7 +104,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "delivered/s ≥ send accepted/s",
                 rec["delivered_per_s"] >= send["accepted_per_s"],
             )
-        for name in ("send", "send-x509", "receive", "mixed", "large"):
+        for name in ("send", "floor", "send-x509", "receive", "mixed", "large"):
             s = r.get(name)
             if s is not None:
                 add(f"{name}: errors", db, str(s["errors"]), "0", s["errors"] == 0)
@@ -181,11 +200,11 @@ def _database_table(db: str, r: dict[str, Any], meta: dict[str, Any], console: C
     ]
     for text, bound in bounds:
         t.add_row(f"{text} ({bound['processes']} processes)", _fmt(bound["packets_per_s"]), *[""] * 8)
-    for name in ("send", "send-x509", "receive", "mixed"):
+    for name in ("send", "floor", "send-x509", "receive", "mixed"):
         s = r.get(name)
         if s is None:
             continue
-        lat = s["latency"]["sendEdoc"] if name.startswith("send") else s["latency"]["all"]
+        lat = s["latency"]["sendEdoc"] if name in ("send", "floor", "send-x509") else s["latency"]["all"]
         who = (
             f"{s['senders']}s+{s['receivers']}r" if name == "mixed" else f"{s['senders'] or s['receivers']}c"
         )
@@ -212,6 +231,19 @@ def _database_table(db: str, r: dict[str, Any], meta: dict[str, Any], console: C
                 r[name]["accepted_per_s"] / bound["packets_per_s"] if bound["packets_per_s"] else float("nan")
             )
             t.add_row(f"[bold]{name} / {text} = {ratio:.2f}[/bold] (target ≥ {SEND_BOUND_RATIO})", *[""] * 9)
+    floor, bound = r.get("floor"), r.get("raw_bound")
+    if floor is not None and bound is not None and bound["packets_per_s"] and floor["accepted_per_s"]:
+        t.add_row(
+            f"[bold]floor / raw bound = {floor['accepted_per_s'] / bound['packets_per_s']:.2f}[/bold] "
+            "(HTTP + server)",
+            *[""] * 9,
+        )
+        if r.get("send"):
+            t.add_row(
+                f"[bold]send / floor = {r['send']['accepted_per_s'] / floor['accepted_per_s']:.2f}[/bold] "
+                "(the gateway's work)",
+                *[""] * 9,
+            )
     x509 = r.get("send-x509")
     if x509 is not None and x509.get("vs_send") is not None:
         t.add_row(f"[bold]send-x509 / send = {x509['vs_send']:.2f}[/bold] (X.509 ÷ UsernameToken)", *[""] * 9)
@@ -233,10 +265,10 @@ def _database_table(db: str, r: dict[str, Any], meta: dict[str, Any], console: C
         )
     notes = [
         f"{name}: {n}"
-        for name in ("send", "send-x509", "receive", "mixed", "large")
+        for name in ("send", "floor", "send-x509", "receive", "mixed", "large")
         for n in (r.get(name) or {}).get("notes", [])
     ]
-    for name in ("send", "send-x509", "receive", "mixed", "large"):
+    for name in ("send", "floor", "send-x509", "receive", "mixed", "large"):
         for sample in (r.get(name) or {}).get("error_samples", []):
             notes.append(f"[red]{name} error: {sample}[/red]")
         for entry in (r.get(name) or {}).get("packets", []):
@@ -251,7 +283,7 @@ def _latency_table(db: str, r: dict[str, Any], console: Console) -> None:
     t = Table(title=f"{DB_LABEL.get(db, db)} — latency per operation (ms)", title_justify="left")
     for col in ("scenario", "operation", "count", "p50", "p95", "p99", "max"):
         t.add_column(col, justify="left" if col in ("scenario", "operation") else "right")
-    for name in ("send", "send-x509", "receive", "mixed"):
+    for name in ("send", "floor", "send-x509", "receive", "mixed"):
         s = r.get(name)
         if s is None:
             continue
@@ -446,6 +478,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
     bars = [
         ("raw bound", lambda r: (r.get("raw_bound") or {}).get("packets_per_s")),
         ("send\naccepted", lambda r: (r.get("send") or {}).get("accepted_per_s")),
+        ("HTTP floor\n(bound's work\nover HTTP)", lambda r: (r.get("floor") or {}).get("accepted_per_s")),
         ("raw bound\n+ request\nverify", lambda r: (r.get("raw_bound_x509") or {}).get("packets_per_s")),
         ("send-x509\naccepted", lambda r: (r.get("send-x509") or {}).get("accepted_per_s")),
         ("receive\ndelivered", lambda r: (r.get("receive") or {}).get("delivered_per_s")),
@@ -474,7 +507,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
         if x509.get("vs_send") is not None:
             ax.annotate(
                 f"send-x509 ÷ send\n= {x509['vs_send']:.2f}×",
-                (3 + (j - (len(dbs) - 1) / 2) * width, x509["accepted_per_s"]),
+                (4 + (j - (len(dbs) - 1) / 2) * width, x509["accepted_per_s"]),
                 xytext=(0, 26), textcoords="offset points", ha="center", fontsize=8, color=colors.get(db),
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
                 zorder=5,
@@ -493,6 +526,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
         r = results["databases"][db]
         for name, op in (
             ("send", "sendEdoc"),
+            ("floor", "sendEdoc"),
             ("send-x509", "sendEdoc"),
             ("receive", "getReceivedEdocList"),
             ("receive", "getEdoc"),

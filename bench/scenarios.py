@@ -1,5 +1,5 @@
 """The HTTP scenarios, each on a fresh database and a fresh gateway: ``send``, ``send-x509``, ``receive``,
-``mixed``, ``large``. Each returns a plain dict (it goes to the JSON file as it is)."""
+``mixed``, ``large``; and ``floor``, the raw bound's work behind the same server (:mod:`bench.floor`). Each returns a plain dict (it goes to the JSON file as it is)."""
 
 from __future__ import annotations
 
@@ -164,6 +164,40 @@ def run_send(
                 f"the {len(requests)} prepared requests ran out after {out['exhausted_after_s']:.1f} s"
             )
         _note_gateway(out, tgt, mon)
+        return out
+
+
+# --- floor -----------------------------------------------------------------------------------------------
+
+
+def run_floor(settings: Settings, databases: world.Databases) -> dict[str, Any]:
+    """The raw bound's work behind the same gunicorn, driven as ``send`` is (see :mod:`bench.floor`)."""
+    from bench.floor import FloorProcess
+
+    with world.target(
+        databases, "floor", settings.creds, workers=settings.workers, threads=settings.threads, start=False
+    ) as tgt:
+        floor = FloorProcess(
+            tgt.data_dir,
+            kind=databases.kind,
+            direct=tgt.direct,
+            workers=settings.workers,
+            threads=settings.threads,
+            log_path=tgt.data_dir / "floor.log",
+        )
+        with floor, monitor_mod.ProcessTreeMonitor(floor.proc.pid) as mon:  # type: ignore[union-attr]
+            result = load.run_load(
+                floor.port,
+                _sender_plans(settings.send_requests, settings.clients),
+                warmup=settings.warmup,
+                duration=settings.duration,
+                monitor=mon,
+            )
+        out = summarize("floor", databases.kind, result, senders=settings.clients, receivers=0)
+        if out["exhausted_after_s"] is not None:
+            out["notes"].append(
+                f"the {len(settings.send_requests)} prepared requests ran out after {out['exhausted_after_s']:.1f} s"
+            )
         return out
 
 

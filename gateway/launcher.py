@@ -72,20 +72,7 @@ class GatewayProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--fd",
-                str(fd),
-                "--workers",
-                str(self.workers),
-                "--threads",
-                str(self.threads),
-                *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
-                *(["--client-ca", str(self.client_ca)] if self.client_ca else []),
-            ],
+            self.command(fd),
             pass_fds=(fd,),
             env=env,
             stdout=log,
@@ -95,6 +82,23 @@ class GatewayProcess:
         log.close()
         self._wait_ready()
         return self
+
+    def command(self, fd: int) -> list[str]:
+        """The server's command line, serving on the inherited socket ``fd``."""
+        return [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--fd",
+            str(fd),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
+            *(["--client-ca", str(self.client_ca)] if self.client_ca else []),
+        ]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -63,7 +63,40 @@ def serve(
 
     With ``tls_cert``/``tls_key`` it serves HTTPS; with ``client_ca`` too, every client must present a
     certificate issued by that CA (mutual TLS), which the gateway maps to a connected system."""
-    options: dict[str, Any] = {
+    options = gunicorn_options(
+        log_level=config.log_level,
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        fd=fd,
+        timeout=timeout,
+        access_log=access_log,
+    )
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        options.update({"certfile": tls_cert, "keyfile": tls_key})
+        if client_ca:
+            options.update({"ca_certs": client_ca, "cert_reqs": ssl.CERT_REQUIRED})
+    elif client_ca:
+        raise ValueError("--client-ca needs --tls-cert and --tls-key")
+    GatewayServer(config, options).run()
+
+
+def gunicorn_options(
+    *,
+    log_level: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 2,
+    threads: int = 4,
+    fd: int | None = None,
+    timeout: int = 300,
+    access_log: bool = False,
+) -> dict[str, Any]:
+    """The gunicorn settings ``lienthong serve`` runs with (the benchmark's HTTP floor runs with the same)."""
+    return {
         "bind": [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"],
         "workers": workers,
         # Threads per worker: a slow client holds one thread, not a whole process. On a network where
@@ -76,17 +109,8 @@ def serve(
         "keepalive": 5,
         "limit_request_line": 8190,
         "limit_request_fields": 100,
-        "loglevel": config.log_level.lower(),
+        "loglevel": log_level.lower(),
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "proc_name": "lienthong",
     }
-    if tls_cert or tls_key:
-        if not (tls_cert and tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        options.update({"certfile": tls_cert, "keyfile": tls_key})
-        if client_ca:
-            options.update({"ca_certs": client_ca, "cert_reqs": ssl.CERT_REQUIRED})
-    elif client_ca:
-        raise ValueError("--client-ca needs --tls-cert and --tls-key")
-    GatewayServer(config, options).run()

@@ -1,5 +1,5 @@
 """The benchmark still runs end to end (a short smoke run: its figures are not judged here, only that it
-measures, writes its JSON and chart, and sees no errors)."""
+measures, writes its JSON and chart, and sees no errors), the HTTP floor included."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def test_bench_quick_smoke_run(tmp_path):
             "--scenario",
             "send",
             "--scenario",
+            "floor",
+            "--scenario",
             "verify",
             "--scenario",
             "wss-verify",
@@ -38,5 +40,11 @@ def test_bench_quick_smoke_run(tmp_path):
     send = report["databases"]["sqlite"]["send"]
     assert send["accepted"] > 0 and send["errors"] == 0
     assert report["databases"]["sqlite"]["raw_bound"]["packets_per_s"] > 0
+    # the HTTP floor: the bound's work served by the same gunicorn, each answer a stored packet
+    floor = report["databases"]["sqlite"]["floor"]
+    assert floor["accepted"] > 0 and floor["errors"] == 0
+    informational = {t["target"] for t in report["targets"] if t["met"] is None}
+    assert "send vs HTTP floor (for information)" in informational
+    assert "HTTP floor" in proc.stdout
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "raw bound" in proc.stdout
