@@ -3,7 +3,8 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout; a writing unit of work starts with
 ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read lock. PostgreSQL is used as it comes
 (READ COMMITTED); uniqueness races are settled by constraints, and :meth:`Database.run` retries an
-operation once when a concurrent one won the race.
+operation once when a concurrent one won the race. A pooled PostgreSQL connection idle for more than
+:data:`PING_AFTER_IDLE_S` is pinged before use (and replaced if the server dropped it); a busy one is not.
 
 Database failures the caller cannot fix (server down, file not openable, lock held too long) become
 :class:`~gateway.errors.DatabaseUnavailable` here and nowhere else; the original error is logged, not sent.
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -41,6 +43,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 DISCARD_AFTER_USE = "lienthong_discard_after_use"
 #: a pooled SQLite connection's info key: the ``PRAGMA synchronous`` level it is set to
 SYNCHRONOUS = "lienthong_synchronous"
+#: a pooled PostgreSQL connection's info key: when it went back to the pool
+IDLE_SINCE = "lienthong_idle_since"
+#: a PostgreSQL connection idle in the pool longer than this is pinged before use
+PING_AFTER_IDLE_S = 1.0
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -80,7 +86,28 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                 ) from exc
 
     else:
-        engine = create_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=5, pool_timeout=10)
+        driver_error = engine.dialect.loaded_dbapi.Error
+
+        @event.listens_for(engine, "checkout")
+        def _ping_if_idle(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+            # SQLAlchemy's pool_pre_ping costs a round trip per checkout (two per sendEdoc); a connection
+            # used less than PING_AFTER_IDLE_S ago is taken as it is, an idle one is checked first
+            since = record.info.get(IDLE_SINCE)
+            if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+                return
+            try:
+                cur = dbapi_conn.cursor()
+                cur.execute("SELECT 1")
+                cur.close()
+                dbapi_conn.rollback()
+            except driver_error as exc:
+                # the pool closes this connection and checks out a fresh one (it tries three times)
+                raise sa_exc.DisconnectionError("a pooled connection was lost while idle") from exc
+
+        @event.listens_for(engine, "checkin")
+        def _idle_from(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+            record.info[IDLE_SINCE] = time.monotonic()
 
     @event.listens_for(engine, "checkin")
     def _discard_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]

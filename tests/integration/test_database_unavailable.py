@@ -53,6 +53,38 @@ def test_postgresql_down_then_back(tmp_path, pg_server):
             world.stop()
 
 
+def test_postgresql_connections_lost_while_idle_are_replaced(tmp_path, pg_server):
+    """A pooled connection the server dropped while it sat idle (a restart, ``idle_session_timeout``, a
+    firewall) is checked before use and replaced: the next request succeeds. Only a connection used less
+    than ``PING_AFTER_IDLE_S`` ago is taken unchecked."""
+    import time
+
+    import psycopg
+
+    from gateway.store.db import PING_AFTER_IDLE_S
+
+    name = "lienthong_idle_loss"
+    world = World(tmp_path, pg_server.create_database(name)).setup().start()
+    try:
+        vpcp = world.client("vpcp")
+        first = vpcp.send(new_document(G22, [H41]))  # both workers may now hold pooled connections
+        vpcp.sent()
+        with psycopg.connect(pg_server.dsn(name), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()[0]
+        assert killed >= 1  # the gateway's pooled connections are gone
+        time.sleep(PING_AFTER_IDLE_S + 0.2)
+        for _ in range(4):  # enough calls to reach every worker's pool
+            assert [r.docId for r in vpcp.sent()] == [first.docId]
+        assert vpcp.send(new_document(G22, [H41])).docId
+        assert "Server.Database.Unavailable" not in world.gateway.log_text()
+    finally:
+        world.stop()
+
+
 def test_sqlite_file_that_cannot_be_opened(tmp_path):
     from gateway.launcher import GatewayProcess
 
