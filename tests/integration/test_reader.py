@@ -81,3 +81,39 @@ def test_a_refusal_inside_the_reader_keeps_the_connection(db):
             raise RuntimeError("refused after writing")
     assert _records(db) == 0
     assert len(made) == opened  # the refusal was no reason to close the connection
+
+
+@pytest.mark.parametrize("count", [1, 3, 100, 101, 250])
+def test_many_writes_every_row_as_one_statement_or_in_a_batch(db, count):
+    """``Raw.many`` writes up to MULTI_ROWS rows as one multi-row INSERT, more with executemany: the rows
+    and a refusal are the same either way."""
+    rows = [(f"sig-{i:04d}", f"fp-{i}") for i in range(count)]
+    sql = "INSERT INTO replay_records (signature_digest, fingerprint, expires_at) VALUES (?, ?, CURRENT_TIMESTAMP)"
+    with db.unit_of_work(write=True) as session:
+        Raw.of(session).many(sql, rows)
+        session.commit()
+    with db.unit_of_work() as session:
+        stored = Raw.of(session).all(
+            "SELECT signature_digest, fingerprint FROM replay_records ORDER BY signature_digest"
+        )
+    assert [tuple(r) for r in stored] == rows
+    # one row already there: the whole write is refused and nothing of it kept
+    with pytest.raises(sa_exc.IntegrityError), db.unit_of_work(write=True) as session:
+        Raw.of(session).many(sql, [("sig-new", "x"), rows[-1]])
+    assert _records(db) == count
+
+
+def test_multi_values_refuses_what_it_cannot_repeat():
+    from gateway.store.raw import multi_values
+
+    assert (
+        multi_values("INSERT INTO t (a, b) VALUES (?, 'x')", 2)
+        == "INSERT INTO t (a, b) VALUES (?, 'x'), (?, 'x')"
+    )
+    for sql in (
+        "UPDATE t SET a = ?",
+        "INSERT INTO t (a) VALUES (?) RETURNING id",
+        "INSERT INTO t (a) VALUES (f(?))",
+    ):
+        with pytest.raises(ValueError):
+            multi_values(sql, 2)
