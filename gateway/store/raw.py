@@ -151,12 +151,15 @@ class Raw:
         return self._run(sql, params).rowcount
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run ``INSERT … VALUES (…)`` for each of ``rows``: up to :data:`MULTI_ROWS` rows as one statement
-        with that many value lists (psycopg's ``executemany`` costs ~40 µs more CPU per call than one
-        ``execute``, for one row as for three), more with the driver's ``executemany``."""
+        """Run ``INSERT … VALUES (…)`` for each of ``rows``. On PostgreSQL up to :data:`MULTI_ROWS` rows go
+        as one statement with that many value lists (psycopg's ``executemany`` costs ~40 µs more CPU per call
+        than one ``execute``, for one row as for three), more with ``executemany``; sqlite3's
+        ``executemany`` costs no more than ``execute``, and SQLite gets it."""
         if not rows:
             return
-        if len(rows) == 1:
+        if not self.pg:
+            self._run(sql, rows, many=True)
+        elif len(rows) == 1:
             self._run(sql, rows[0])
         elif len(rows) <= MULTI_ROWS:
             self._run(multi_values(sql, len(rows)), [value for row in rows for value in row])

@@ -85,8 +85,8 @@ def test_a_refusal_inside_the_reader_keeps_the_connection(db):
 
 @pytest.mark.parametrize("count", [1, 3, 100, 101, 250])
 def test_many_writes_every_row_as_one_statement_or_in_a_batch(db, count):
-    """``Raw.many`` writes up to MULTI_ROWS rows as one multi-row INSERT, more with executemany: the rows
-    and a refusal are the same either way."""
+    """``Raw.many`` writes up to MULTI_ROWS rows as one multi-row INSERT on PostgreSQL, more (and on
+    SQLite) with executemany: the rows and a refusal are the same either way."""
     rows = [(f"sig-{i:04d}", f"fp-{i}") for i in range(count)]
     sql = "INSERT INTO replay_records (signature_digest, fingerprint, expires_at) VALUES (?, ?, CURRENT_TIMESTAMP)"
     with db.unit_of_work(write=True) as session:
