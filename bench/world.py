@@ -157,6 +157,8 @@ class Databases:
         self.base = base
         self.server = None
         self._count = 0
+        #: SQLAlchemy URL → name of the PostgreSQL databases made and not yet dropped
+        self._names: dict[str, str] = {}
         if kind == "postgres":
             from tests.support.pgserver import PostgresServer
 
@@ -175,7 +177,19 @@ class Databases:
             return f"sqlite:///{path}", data_dir, str(path)
         dbname = f"bench_{self._count:02d}_{name}"
         url = self.server.create_database(dbname)
+        self._names[url] = dbname
         return url, data_dir, self.server.dsn(dbname)
+
+    def retire(self, url: str) -> None:
+        """A scenario is over: on PostgreSQL its database is dropped, so that autovacuum does not work through
+        its tables (tens of thousands of packets after a bound or a send) during a later timed phase."""
+        dbname = self._names.pop(url, None)
+        if self.server is None or dbname is None:
+            return
+        import psycopg
+
+        with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
     def settle(self) -> None:
         """Before a timed phase: on PostgreSQL, write out what earlier scenarios and set-up left in the
@@ -244,3 +258,4 @@ def target(
         yield Target(databases.kind, url, data_dir, gateway, direct)
     finally:
         gateway.stop()
+        databases.retire(url)
