@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
 from lxml import etree
 
 from bench.rawbound import SOAP, TNS, PacketWork
 from gateway.core.xmlparse import make_small_parser
 from gateway.launcher import GatewayProcess
-from gateway.server import gunicorn_options
+from gateway.server import EmbeddedServer, gunicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
 _PACKET = f"{{{SOAP}}}Body/{{{TNS}}}sendEdoc/{{{TNS}}}packet"
@@ -87,18 +86,12 @@ class FloorApp:
         return [body]
 
 
-class FloorServer(BaseApplication):
+class FloorServer(EmbeddedServer):
     """gunicorn with ``lienthong serve``'s settings, serving :class:`FloorApp`."""
 
     def __init__(self, app: FloorApp, options: dict[str, Any]) -> None:
         self.floor_app = app
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            if key in self.cfg.settings and value is not None:
-                self.cfg.set(key, value)
+        super().__init__(options)
 
     def load(self) -> FloorApp:
         return self.floor_app

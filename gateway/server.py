@@ -27,9 +27,11 @@ def configure_logging(level: str) -> None:
     logging.getLogger("spyne.application.server").setLevel(logging.CRITICAL)
 
 
-class GatewayServer(BaseApplication):
-    def __init__(self, config: Config, options: dict[str, Any]) -> None:
-        self.gateway_config = config
+class EmbeddedServer(BaseApplication):
+    """gunicorn with its settings given as a dict (:func:`gunicorn_options`), no configuration file; a
+    subclass's ``load`` makes the WSGI app (in each worker, after the fork)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         super().__init__()
 
@@ -37,6 +39,12 @@ class GatewayServer(BaseApplication):
         for key, value in self.options.items():
             if key in self.cfg.settings and value is not None:
                 self.cfg.set(key, value)
+
+
+class GatewayServer(EmbeddedServer):
+    def __init__(self, config: Config, options: dict[str, Any]) -> None:
+        self.gateway_config = config
+        super().__init__(options)
 
     def load(self) -> Any:
         from gateway.soap.app import create_app
