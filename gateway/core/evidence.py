@@ -38,7 +38,7 @@ def _q(name: str) -> str:
 
 def iso(at: dt.datetime) -> str:
     """UTC, microseconds, ``Z``: one spelling of a time everywhere in the evidence."""
-    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> dt.datetime:

@@ -27,6 +27,7 @@ for its responses).
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -34,13 +35,19 @@ import uuid
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 
 from gateway import errors
-from gateway.core.seal import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, KeyCache, SignerInfo, signer_info
+from gateway.core.seal import (
+    DIGEST_ALGORITHMS,
+    SIGNATURE_ALGORITHMS,
+    KeyCache,
+    SignerInfo,
+    signature_value,
+    signer_info,
+)
 
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -88,6 +95,11 @@ class VerifiedEnvelope:
 
 def _q(ns: str, name: str) -> str:
     return f"{{{ns}}}{name}"
+
+
+def _wsu_time(at: dt.datetime) -> str:
+    """A wsu:Timestamp time: UTC, milliseconds, ``Z`` (``at`` is in UTC)."""
+    return at.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def _children(el: etree._Element) -> list[etree._Element]:
@@ -332,6 +344,7 @@ class EnvelopeSigner:
         object.__setattr__(
             self, "_der_b64", base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
         )
+        self._skeleton()  # now, not on first use: threads then only ever read it (each answer copies it)
 
     def sign(self, envelope: etree._Element, at: dt.datetime) -> None:
         """Add Security (token, Timestamp, Signature over Body and Timestamp) to the envelope, in place."""
@@ -370,50 +383,64 @@ class EnvelopeSigner:
             reference.find(f"{{{DS}}}DigestValue").text = base64.b64encode(digest.digest()).decode()  # type: ignore[union-attr]
         signed_info = sig.find(f"{{{DS}}}SignedInfo")
         canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
-        private = self._private  # type: ignore[attr-defined]
-        if isinstance(private, ec.EllipticCurvePrivateKey):
-            r, s_ = decode_dss_signature(private.sign(canonical, ec.ECDSA(hashes.SHA256())))
-            size = (private.curve.key_size + 7) // 8
-            value = r.to_bytes(size, "big") + s_.to_bytes(size, "big")  # XML-DSig: r || s, not DER
-        else:
-            value = private.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
+        value = signature_value(self._private, canonical)  # type: ignore[attr-defined]
         sig.find(f"{{{DS}}}SignatureValue").text = base64.b64encode(value).decode()  # type: ignore[union-attr]
 
     def _template(
         self, envelope: etree._Element, at: dt.datetime
     ) -> tuple[etree._Element, etree._Element, etree._Element]:
-        """The Security header with an unsigned Signature template: (Signature, Body, Timestamp)."""
+        """The Security header with an unsigned Signature template: (Signature, Body, Timestamp). A copy of
+        :meth:`_skeleton` with this answer's ids and times (building it anew costs ~40 µs, the copy ~10)."""
         header = envelope.find(_q(SOAP11_ENV, "Header"))
         body = envelope.find(_q(SOAP11_ENV, "Body"))
         if header is None:
             header = etree.Element(_q(SOAP11_ENV, "Header"))
             body.addprevious(header)
-        security = etree.SubElement(header, _q(WSSE, "Security"), nsmap={"wsse": WSSE, "wsu": WSU})
+        security = copy.deepcopy(self._skeleton())
+        header.append(security)
         if self.must_understand:
             security.set(_q(SOAP11_ENV, "mustUnderstand"), "1")
+        token, sig, stamp = security
         token_id, stamp_id = f"X509-{uuid.uuid4().hex}", f"TS-{uuid.uuid4().hex}"
         body_id = body.get(_WSU_ID) or f"id-{uuid.uuid4().hex}"
         body.set(_WSU_ID, body_id)
+        token.set(_WSU_ID, token_id)
+        stamp.set(_WSU_ID, stamp_id)
+        at = at.astimezone(dt.timezone.utc)
+        stamp[0].text = _wsu_time(at)
+        stamp[1].text = _wsu_time(at + self.lifetime)
+        signed_info, key_info = sig[0], sig[2]
+        signed_info[2].set("URI", f"#{body_id}")
+        signed_info[3].set("URI", f"#{stamp_id}")
+        key_info[0][0].set("URI", f"#{token_id}")
+        return sig, body, stamp
+
+    def _skeleton(self) -> etree._Element:
+        """wsse:Security with everything but the ids, the times and the signature's values: the token, the
+        Signature template (exclusive c14n; a reference to the Body, then one to the Timestamp; KeyInfo
+        pointing at the token) and the Timestamp, in that order. Built once per signer, never changed after."""
+        skeleton = self.__dict__.get("_security")
+        if skeleton is not None:
+            return skeleton
+        security = etree.Element(_q(WSSE, "Security"), nsmap={"wsse": WSSE, "wsu": WSU})
         token = etree.SubElement(security, _q(WSSE, "BinarySecurityToken"))
         token.set("EncodingType", BASE64)
         token.set("ValueType", X509V3)
-        token.set(_WSU_ID, token_id)
+        token.set(_WSU_ID, "")
         token.text = self._der_b64  # type: ignore[attr-defined]
-        sig = xmlsec.template.create(envelope, _T.EXCL_C14N, self._method, ns="ds")  # type: ignore[attr-defined]
+        sig = xmlsec.template.create(security, _T.EXCL_C14N, self._method, ns="ds")  # type: ignore[attr-defined]
         security.append(sig)
         stamp = etree.SubElement(security, _q(WSU, "Timestamp"))
-        stamp.set(_WSU_ID, stamp_id)
-        at = at.astimezone(dt.timezone.utc)
-        etree.SubElement(stamp, _q(WSU, "Created")).text = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        etree.SubElement(stamp, _q(WSU, "Expires")).text = (at + self.lifetime).strftime(
-            "%Y-%m-%dT%H:%M:%S.%f"
-        )[:-3] + "Z"
-        for target in (body_id, stamp_id):
-            ref = xmlsec.template.add_reference(sig, _T.SHA256, uri=f"#{target}")
+        stamp.set(_WSU_ID, "")
+        etree.SubElement(stamp, _q(WSU, "Created"))
+        etree.SubElement(stamp, _q(WSU, "Expires"))
+        for _target in ("body", "timestamp"):
+            ref = xmlsec.template.add_reference(sig, _T.SHA256, uri="#")
             xmlsec.template.add_transform(ref, _T.EXCL_C14N)
         key_info = xmlsec.template.ensure_key_info(sig)
         str_el = etree.SubElement(key_info, _q(WSSE, "SecurityTokenReference"))
         ref_el = etree.SubElement(str_el, _q(WSSE, "Reference"))
-        ref_el.set("URI", f"#{token_id}")
+        ref_el.set("URI", "#")
         ref_el.set("ValueType", X509V3)
-        return sig, body, stamp
+        object.__setattr__(self, "_security", security)
+        return security
