@@ -682,7 +682,8 @@ class Axis:
                 doc_id, packet.kind, route.recipients, receipt=receipts[0].content if receipts else None
             )
 
-        outcome = known if known is not None else self.db.run(operation, write=True)
+        # a plain new document's transaction runs only Raw statements: no ORM Session for it (~130 µs less)
+        outcome = known if known is not None else self.db.run(operation, write=True, orm=prechecked is None)
         self._maybe_checkpoint(appended[0])
         log.info(
             "accepted %s %s from %s (system %s) for %s; seal %s%s",
@@ -1102,7 +1103,7 @@ class Axis:
                 self._record_fetch(session, packet_id, out.doc_id, unfetched, identity, self.clock())
                 session.commit()
 
-            self.db.run(mark, write=True, retries=0, flush=self.flush_fetch_marks)
+            self.db.run(mark, write=True, retries=0, flush=self.flush_fetch_marks, orm=False)
         return out
 
     def _record_fetch(
@@ -1235,7 +1236,7 @@ class Axis:
             session.commit()
             return tuple(d.recipient_code for d in mine)
 
-        return self.db.run(operation, write=True, retries=0)
+        return self.db.run(operation, write=True, retries=0, orm=False)
 
     # getSentEdocList
 

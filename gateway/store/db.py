@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import fcntl
@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
-    from gateway.store.raw import Reader
+    from gateway.store.raw import Reader, Transaction
 
 from gateway import errors
 
@@ -68,22 +68,12 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
             options = conn.get_execution_options()
-            mode = "IMMEDIATE" if options.get("lienthong_write") else "DEFERRED"
-            # the flush of the commit: FULL for every transaction but those that asked (SQLite refuses a change
-            # inside a transaction, so it is set here, before BEGIN, and only when it changes)
-            level = "FULL" if options.get("lienthong_flush", True) else "NORMAL"
-            driver = conn.connection.driver_connection
-            held = conn.connection.info  # the pooled connection's, kept across checkouts
-            # on the driver's connection: SQLAlchemy's execution path costs ~25 µs more, twice a request
-            try:
-                if held.get(SYNCHRONOUS, "FULL") != level:
-                    driver.execute(f"PRAGMA synchronous={level}")
-                    held[SYNCHRONOUS] = level
-                driver.execute(f"BEGIN {mode}")
-            except conn.dialect.loaded_dbapi.Error as exc:
-                raise sa_exc.DBAPIError.instance(
-                    f"BEGIN {mode}", (), exc, conn.dialect.loaded_dbapi.Error
-                ) from exc
+            sqlite_begin(
+                conn.connection,
+                conn.dialect.loaded_dbapi.Error,
+                write=bool(options.get("lienthong_write")),
+                flush=options.get("lienthong_flush", True),
+            )
 
     else:
         engine = create_engine(url, pool_size=pool_size, max_overflow=5, pool_timeout=10)
@@ -118,6 +108,24 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             record.invalidate()
 
     return engine
+
+
+def sqlite_begin(pooled: Any, driver_error: type[Exception], *, write: bool, flush: bool) -> None:
+    """Begin a transaction on a pooled SQLite connection: ``BEGIN IMMEDIATE`` for a writer, after setting
+    the flush of its commit (``PRAGMA synchronous``: FULL for every transaction but those that asked; SQLite
+    refuses the change inside a transaction, so it is set here, before BEGIN, and only when it changes). On
+    the driver's connection: SQLAlchemy's execution path costs ~25 µs more, twice a request."""
+    mode = "IMMEDIATE" if write else "DEFERRED"
+    level = "FULL" if flush else "NORMAL"
+    driver = pooled.driver_connection
+    held = pooled.info  # the pooled connection's, kept across checkouts
+    try:
+        if held.get(SYNCHRONOUS, "FULL") != level:
+            driver.execute(f"PRAGMA synchronous={level}")
+            held[SYNCHRONOUS] = level
+        driver.execute(f"BEGIN {mode}")
+    except driver_error as exc:
+        raise sa_exc.DBAPIError.instance(f"BEGIN {mode}", (), exc, driver_error) from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -234,10 +242,7 @@ class Database:
 
         driver_error = self.engine.dialect.loaded_dbapi.Error
         with database_errors():
-            try:
-                pooled = self.engine.raw_connection()
-            except driver_error as exc:  # the pool hands connect failures over unwrapped
-                raise sa_exc.DBAPIError.instance("connect", (), exc, driver_error) from exc
+            pooled = self._checkout()
             pg = self.backend == "postgresql"
             broken = False
             raw = None
@@ -264,18 +269,74 @@ class Database:
                     pooled.invalidate()
                 pooled.close()
 
+    def _checkout(self) -> Any:
+        """A pooled DBAPI connection (the pool's checkout ping included)."""
+        driver_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            return self.engine.raw_connection()
+        except driver_error as exc:  # the pool hands connect failures over unwrapped
+            raise sa_exc.DBAPIError.instance("connect", (), exc, driver_error) from exc
+
+    @contextlib.contextmanager
+    def transaction(self, *, flush: bool = True) -> Iterator[Transaction]:
+        """A write transaction without the ORM (see :class:`gateway.store.raw.Transaction`): the writer lock
+        and ``BEGIN IMMEDIATE`` on SQLite, as :meth:`unit_of_work` takes them, on a pooled DBAPI connection
+        that no Session wraps (a Session, its connection and their commit cost ~130 µs of CPU per
+        transaction). Nothing is kept unless the block calls ``commit()``; failures are mapped as in a unit of
+        work, and a connection that failed is closed rather than pooled."""
+        from gateway.store.raw import Raw, Transaction  # raw.py imports this module
+
+        writer = self._writer.hold() if self._writer is not None else contextlib.nullcontext()
+        with writer, database_errors():
+            pooled = self._checkout()
+            raw = None
+            tx = None
+            broken = False
+            try:
+                raw = Raw.over(pooled, self.engine.dialect)
+                if not raw.pg:  # psycopg begins with the first statement
+                    sqlite_begin(pooled, self.engine.dialect.loaded_dbapi.Error, write=True, flush=flush)
+                tx = Transaction(raw)
+                yield tx
+            except sa_exc.DBAPIError as exc:
+                broken = is_unavailable(exc)
+                raise
+            finally:
+                try:
+                    if tx is None or not tx.committed:
+                        pooled.driver_connection.rollback()
+                    if raw is not None:
+                        raw.close()
+                except Exception:  # noqa: BLE001 - the connection is unusable: not pooled again
+                    broken = True
+                if broken:
+                    pooled.invalidate()
+                pooled.close()
+
     def run(
-        self, operation: Callable[[Session], T], *, write: bool = True, retries: int = 1, flush: bool = True
+        self,
+        operation: Callable[[Session], T],
+        *,
+        write: bool = True,
+        retries: int = 1,
+        flush: bool = True,
+        orm: bool = True,
     ) -> T:
         """Run ``operation(session)`` in one transaction; it calls ``session.commit()`` itself.
 
         Losing a race to a concurrent transaction (:func:`is_race`: a unique row inserted first, a
         serialization failure, a deadlock) re-runs the whole operation, which then sees the other
         request's work. Any other database error is not retried.
+
+        ``orm=False`` (a write): the operation's statements all go through ``Raw.of(session)``, and it is
+        given a :class:`gateway.store.raw.Transaction` (:meth:`transaction`) instead of a Session.
         """
         attempt = 0
         while True:
             try:
+                if not orm and write:
+                    with self.transaction(flush=flush) as tx:
+                        return operation(tx)  # type: ignore[arg-type]
                 with self.unit_of_work(write=write, flush=flush) as session:
                     return operation(session)
             except sa_exc.DBAPIError as exc:

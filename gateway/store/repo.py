@@ -617,7 +617,7 @@ def lock_recipients(session: Session, recipients: Iterable[str]) -> None:
     """Hold each recipient's queue until the commit (PostgreSQL), so deliveries get their ids in the order
     they are committed: a recipient never sees a later packet before an earlier one. SQLite already
     serializes writers (BEGIN IMMEDIATE)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if not Raw.of(session).pg:
         return
     # recipients share QUEUE_LOCKS keys (a broadcast to thousands takes at most that many locks; a shared
     # key only makes two sends wait for each other, which ordering allows)

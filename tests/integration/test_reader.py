@@ -117,3 +117,66 @@ def test_multi_values_refuses_what_it_cannot_repeat():
     ):
         with pytest.raises(ValueError):
             multi_values(sql, 2)
+
+
+# --- write transactions without the ORM (Database.transaction, Database.run(..., orm=False)) -------------
+
+
+def test_a_transaction_without_the_orm_keeps_only_what_it_commits(db):
+    made = _connects(db)
+    opened = len(made)
+    with pytest.raises(errors.NotAddressee):
+        with db.transaction() as tx:
+            Raw.of(tx).execute(WRITE % "T.1")
+            raise errors.NotAddressee("refused after writing")
+    with db.transaction() as tx:
+        Raw.of(tx).execute(WRITE % "T.2")  # never committed
+    assert _records(db) == 0
+    with db.transaction() as tx:
+        Raw.of(tx).execute(WRITE % "T.3")
+        tx.commit()
+    assert _records(db) == 1
+    assert len(made) == opened  # a refusal is no reason to close the connection
+
+
+def test_an_orm_statement_in_a_transaction_without_the_orm_fails_and_keeps_nothing(db):
+    with pytest.raises(AttributeError), db.transaction() as tx:
+        Raw.of(tx).execute(WRITE % "T.4")
+        tx.execute(text(WRITE % "T.5"))  # type: ignore[attr-defined]
+    assert _records(db) == 0
+
+
+def test_a_race_lost_in_a_transaction_without_the_orm_runs_the_operation_again(db):
+    with db.transaction() as tx:
+        Raw.of(tx).execute(WRITE % "R.1")
+        tx.commit()
+    attempts: list[int] = []
+
+    def operation(tx) -> int:  # the first attempt trips the unique index, as a concurrent send would
+        attempts.append(1)
+        Raw.of(tx).execute(WRITE % f"R.{len(attempts) + 1}")
+        Raw.of(tx).execute(WRITE % "R.1" if len(attempts) == 1 else WRITE % "R.9")
+        tx.commit()
+        return len(attempts)
+
+    assert db.run(operation, orm=False) == 2
+    with db.reader() as reader:
+        kept = Raw.of(reader).scalars("SELECT signature_digest FROM replay_records ORDER BY signature_digest")
+    assert kept == ["R.1", "R.3", "R.9"]  # the first attempt's R.2 was rolled back with it
+
+
+def test_a_connection_lost_in_a_transaction_without_the_orm_is_mapped_and_replaced(db, backend):
+    if backend != "postgres":
+        pytest.skip("a SQLite file cannot be taken away from under its connection")
+    with pytest.raises(errors.DatabaseUnavailable), db.transaction() as tx:
+        raw = Raw.of(tx)
+        raw.execute(WRITE % "L.1")
+        (pid,) = raw.one("SELECT pg_backend_pid()")
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        raw.execute(WRITE % "L.2")
+    with db.transaction() as tx:  # a fresh connection serves the next request
+        Raw.of(tx).execute(WRITE % "L.3")
+        tx.commit()
+    assert _records(db) == 1
