@@ -459,7 +459,7 @@ class Axis:
             session.commit()
 
         try:
-            self.db.run(record, write=True, retries=0)
+            self.db.run(record, write=True, retries=0, orm=False)
         except sa_exc.IntegrityError:  # the primary key: this signature was recorded before
             raise errors.Replay(
                 "this signed request was already received; every request must be signed anew "
