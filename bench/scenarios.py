@@ -223,7 +223,7 @@ def run_receive(settings: Settings, databases: world.Databases, preload: int) ->
         if pre.total("errors"):
             raise RuntimeError(f"pre-loading the receive scenario failed: {pre.error_samples()}")
         preload_s = time.monotonic() - started
-        databases.settle()  # the pre-load's writes are not this phase's
+        databases.settle(vacuum=tgt.url)  # the pre-load's writes, and their vacuum, are not this phase's
         monitor_mod.wait_quiet(mon)
         plans = _receiver_plans(settings, settings.clients, stop_when_empty=True)
         result = load.run_load(

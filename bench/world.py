@@ -191,14 +191,21 @@ class Databases:
         with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
-    def settle(self) -> None:
+    def settle(self, vacuum: str | None = None) -> None:
         """Before a timed phase: on PostgreSQL, write out what earlier scenarios and set-up left in the
         server's buffers (``CHECKPOINT``), so that a checkpoint they made due does not land in this phase.
-        SQLite needs nothing: each scenario has a file of its own."""
+        ``vacuum`` (a SQLAlchemy URL made by :meth:`new`): first ``VACUUM (ANALYZE)`` that database, as pgbench
+        does before its runs — after a bulk pre-load, autovacuum would otherwise start on its fresh tables
+        (PostgreSQL vacuums after many inserts, too) while the phase is timed. SQLite needs nothing: each
+        scenario has a file of its own."""
         if self.server is None:
             return
         import psycopg
 
+        dbname = self._names.get(vacuum) if vacuum else None
+        if dbname is not None:
+            with psycopg.connect(self.server.dsn(dbname), autocommit=True) as conn:
+                conn.execute("VACUUM (ANALYZE)")
         with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
             conn.execute("CHECKPOINT")
 
