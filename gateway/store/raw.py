@@ -208,11 +208,10 @@ class Reader:
 class Transaction:
     """A write transaction without the ORM, for the operations every request runs (a plain ``sendEdoc``,
     ``getEdoc``'s first-fetch mark, ``updateStatus``, a signed request's replay record), whose statements all
-    go through ``Raw.of``: it has
-    what they use of a Session — ``info`` (where ``Raw.of`` finds its Raw), ``commit()``, and
-    ``get_transaction()`` (itself: what :func:`gateway.evidence.lock_chain` keys its lock on) — and nothing
-    else, so an ORM statement in such an operation fails at once instead of running outside the transaction.
-    Open one with :meth:`gateway.store.db.Database.transaction` (or ``Database.run(…, orm=False)``)."""
+    go through ``Raw.of``: it has what they use of a Session — ``info`` (where ``Raw.of`` finds its Raw),
+    ``commit()``, and ``get_transaction()`` (itself: what :func:`gateway.evidence.lock_chain` keys its lock
+    on) — and nothing else, so an ORM statement in such an operation fails at once instead of running
+    outside the transaction. Open one with :meth:`gateway.store.db.Database.transaction` (or ``Database.run(…, orm=False)``)."""
 
     __slots__ = ("committed", "info")
 
