@@ -34,7 +34,7 @@ from lxml import etree
 from bench.rawbound import SOAP, TNS, PacketWork
 from gateway.core.xmlparse import make_small_parser
 from gateway.launcher import GatewayProcess
-from gateway.server import EmbeddedServer, gunicorn_options
+from gateway.server import EmbeddedServer, fix_mmap_threshold, gunicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
 _PACKET = f"{{{SOAP}}}Body/{{{TNS}}}sendEdoc/{{{TNS}}}packet"
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     options = gunicorn_options(log_level="WARNING", fd=args.fd, workers=args.workers, threads=args.threads)
     options["proc_name"] = "lienthong-bench-floor"
+    fix_mmap_threshold()  # as lienthong serve does
     FloorServer(FloorApp(args.kind, args.direct), options).run()
 
 
