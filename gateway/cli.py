@@ -538,6 +538,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         client_ca=args.client_ca,
+        pin_workers=args.pin_workers,
     )
     return 0
 
@@ -892,6 +893,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default 2)")
     s.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default 4)")
     s.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    s.add_argument(
+        "--pin-workers",
+        action="store_true",
+        help="keep each worker on a CPU of its own (faster where the gateway has the CPUs to itself)",
+    )
     s.add_argument("--tls-cert", metavar="F", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--tls-key", metavar="F", help="the TLS certificate's private key (PEM)")
     s.add_argument(

@@ -35,6 +35,7 @@ class GatewayProcess:
         ca_file: Path | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 30.0,
+        pin_workers: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.database_url = database_url
@@ -49,6 +50,7 @@ class GatewayProcess:
         self.extra_env = dict(env or {})
         self.log_path = log_path or self.data_dir / "gateway.log"
         self.startup_timeout = startup_timeout
+        self.pin_workers = pin_workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.port = 0
@@ -98,6 +100,7 @@ class GatewayProcess:
             str(self.threads),
             *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
             *(["--client-ca", str(self.client_ca)] if self.client_ca else []),
+            *(["--pin-workers"] if self.pin_workers else []),
         ]
 
     def _wait_ready(self) -> None:
