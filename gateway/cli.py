@@ -896,7 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--pin-workers",
         action="store_true",
-        help="keep each worker on a CPU of its own (faster where the gateway has the CPUs to itself)",
+        help="keep each worker on a CPU of its own: faster with SQLite or a database on another machine, "
+        "slower with PostgreSQL on the same CPUs",
     )
     s.add_argument("--tls-cert", metavar="F", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--tls-key", metavar="F", help="the TLS certificate's private key (PEM)")

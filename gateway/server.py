@@ -138,9 +138,11 @@ def pin_options() -> dict[str, Any]:
     that replaces another taking a CPU no live worker holds (with more workers than CPUs, the least used).
 
     A worker that moves between CPUs finds its caches cold each time (~13 moves per request were counted
-    under load): on the 2-CPU benchmark machine, `send` A/B over 4 rounds gave 522 against 409 accepted/s
-    (ahead in each round), CPU 3.02 against 3.49 ms per packet. Off by default: on a machine where other
-    busy processes (PostgreSQL itself) share the CPUs, a pinned worker cannot move away from them."""
+    under load). On the 2-CPU benchmark machine with SQLite, `send` A/B: 505 against 414 accepted/s (median
+    of 4 rounds, ahead in each; a first scratch A/B 522 against 409), CPU 3.11 against 3.40 ms per packet.
+    With PostgreSQL on the same 2 CPUs it is worse: 258 against 296 accepted/s, p99 47 against 33 ms (behind
+    in each of 3 rounds) — a pinned worker cannot move away from a busy database process. Hence off by
+    default: for a gateway on SQLite, or with its database on another machine."""
 
     def pre_fork(server: Any, worker: Any) -> None:  # in the arbiter: choose
         cpus = sorted(os.sched_getaffinity(0))
