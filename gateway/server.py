@@ -26,8 +26,6 @@ _M_MMAP_THRESHOLD = -3
 #: blocks of this size or more get pages of their own, returned to the system when freed
 MMAP_THRESHOLD = 1024 * 1024
 
-log = logging.getLogger("lienthong.server")
-
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """Give every allocation of ``threshold`` bytes or more its own pages (glibc), for good.
@@ -115,6 +113,8 @@ def serve(
         access_log=access_log,
     )
     if pin_workers:
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError("--pin-workers needs CPU affinity (Linux)")
         options.update(pin_options())
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
@@ -124,8 +124,7 @@ def serve(
             options.update({"ca_certs": client_ca, "cert_reqs": ssl.CERT_REQUIRED})
     elif client_ca:
         raise ValueError("--client-ca needs --tls-cert and --tls-key")
-    if not fix_mmap_threshold():
-        log.info("not glibc: the allocator's mmap threshold is left as it is")
+    fix_mmap_threshold()  # no-op without glibc
     GatewayServer(config, options).run()
 
 
