@@ -396,6 +396,26 @@ def print_profile(prof: dict[str, Any], console: Console) -> None:
             f"{row['cumtime_us_per_packet']:.0f}",
         )
     console.print(top)
+    if prof.get("cache"):
+        c = Table(
+            title=(
+                "Warm and cold caches: CPU per sendEdoc in process, counting only the request's own time — back "
+                "to back, and with what a server's CPU does between two requests over HTTP put between them"
+            ),
+            title_justify="left",
+        )
+        c.add_column("between two requests", justify="left")
+        c.add_column("requests", justify="right")
+        c.add_column("CPU µs / request", justify="right")
+        c.add_column("× back to back", justify="right")
+        for row in prof["cache"]:
+            c.add_row(
+                row["mode"],
+                str(row["requests"]),
+                f"{row['cpu_us_per_request']:.0f}",
+                f"{row['vs_back_to_back']:.2f}",
+            )
+        console.print(c)
     memory = prof.get("memory")
     if memory:
         m = Table(

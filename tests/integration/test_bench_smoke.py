@@ -48,3 +48,36 @@ def test_bench_quick_smoke_run(tmp_path):
     assert "HTTP floor" in proc.stdout
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "raw bound" in proc.stdout
+
+
+def test_bench_profile_quick_run(tmp_path):
+    """``--profile``: the in-process breakdown, the cProfile table and the warm/cold cache pass, each
+    request counted once (every profiled packet is accepted: a refused one fails the run)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--profile",
+            "--quick",
+            "--database",
+            "sqlite",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prof = json.loads((tmp_path / "profile-latest.json").read_text())["profile"]["sqlite"]
+    assert prof["packets"] == 100 and prof["wall_us_per_packet"] > 0
+    assert abs(sum(row["share"] for row in prof["breakdown"]) - 1.0) < 1e-6
+    assert (tmp_path / "profile-sqlite.pstats").stat().st_size > 0
+    modes = [row["mode"] for row in prof["cache"]]
+    assert len(modes) == 3 and modes[0].startswith("back to back")
+    assert all(row["requests"] == 100 and row["cpu_us_per_request"] > 0 for row in prof["cache"])
+    assert prof["cache"][0]["vs_back_to_back"] == 1.0
+    assert "Warm and cold caches" in proc.stdout
+    assert prof["memory"]["steps"]
