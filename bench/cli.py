@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="packets a receiver fetches and acknowledges per getReceivedEdocList: 0 (default) = all of its share "
         "of the list, the documented receive loop; 1 = list, get, done for every packet",
     )  # fmt: skip
+    p.add_argument(
+        "--pin-workers", action="store_true",
+        help="run the gateway with lienthong serve --pin-workers (each worker on a CPU of its own), and the "
+        "HTTP floor's workers and the raw bound's processes pinned alike",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the temporary data directories (gateway logs)")
     args = p.parse_args(argv)
     if args.workers < 1 or args.threads < 1 or args.duration <= 0:
@@ -181,6 +186,7 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
             "cpus": os.cpu_count(),
             "workers": args.workers,
             "threads": args.threads,
+            "pin_workers": args.pin_workers,
             "clients": args.clients,
             "duration": args.duration,
             "warmup": args.warmup,
@@ -250,6 +256,7 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
                 warmup=args.warmup,
                 receive_batch=args.receive_batch,
                 large_sizes=args.large_sizes,
+                pin_workers=args.pin_workers,
             )
             if {"send", "floor", "receive", "mixed"} & set(http):
                 with world.target(
@@ -261,6 +268,7 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
                         pool.packets[:BOUND_PACKETS],
                         processes=args.workers,
                         duration=args.duration,
+                        pin=args.pin_workers,
                     )
                 say(
                     f"{kind}: raw bound {r['raw_bound']['packets_per_s']:.0f} packets/s (UsernameToken requests)"
@@ -280,6 +288,7 @@ def _run(args: argparse.Namespace, console: Console, base: Path) -> int:
                         pool.packets[:BOUND_PACKETS],
                         processes=args.workers,
                         duration=args.duration,
+                        pin=args.pin_workers,
                         requests=signed.requests[:BOUND_PACKETS],
                     )
                 say(

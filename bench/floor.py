@@ -34,7 +34,7 @@ from lxml import etree
 from bench.rawbound import SOAP, TNS, PacketWork
 from gateway.core.xmlparse import make_small_parser
 from gateway.launcher import GatewayProcess
-from gateway.server import EmbeddedServer, fix_mmap_threshold, gunicorn_options
+from gateway.server import EmbeddedServer, fix_mmap_threshold, gunicorn_options, pin_options
 
 ROOT = Path(__file__).resolve().parent.parent
 _PACKET = f"{{{SOAP}}}Body/{{{TNS}}}sendEdoc/{{{TNS}}}packet"
@@ -101,10 +101,23 @@ class FloorProcess(GatewayProcess):
     """The floor's server in a child process on a free local port (started and stopped as a gateway is)."""
 
     def __init__(
-        self, data_dir: Path, *, kind: str, direct: str, workers: int, threads: int, log_path: Path
+        self,
+        data_dir: Path,
+        *,
+        kind: str,
+        direct: str,
+        workers: int,
+        threads: int,
+        log_path: Path,
+        pin_workers: bool = False,
     ) -> None:
         super().__init__(
-            data_dir, workers=workers, threads=threads, env={"PYTHONPATH": str(ROOT)}, log_path=log_path
+            data_dir,
+            workers=workers,
+            threads=threads,
+            env={"PYTHONPATH": str(ROOT)},
+            log_path=log_path,
+            pin_workers=pin_workers,
         )
         self.kind = kind
         self.direct = direct
@@ -124,6 +137,7 @@ class FloorProcess(GatewayProcess):
             self.kind,
             "--direct",
             self.direct,
+            *(["--pin-workers"] if self.pin_workers else []),
         ]
 
 
@@ -134,8 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--kind", choices=("sqlite", "postgres"), required=True)
     ap.add_argument("--direct", required=True, help="the SQLite file or the PostgreSQL conninfo")
+    ap.add_argument(
+        "--pin-workers", action="store_true", help="each worker on a CPU of its own, as the gateway's"
+    )
     args = ap.parse_args(argv)
     options = gunicorn_options(log_level="WARNING", fd=args.fd, workers=args.workers, threads=args.threads)
+    if args.pin_workers:
+        options.update(pin_options())
     options["proc_name"] = "lienthong-bench-floor"
     fix_mmap_threshold()  # as lienthong serve does
     FloorServer(FloorApp(args.kind, args.direct), options).run()

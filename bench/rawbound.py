@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import multiprocessing
+import os
 import queue as queue_mod
 import signal
 import sqlite3
@@ -293,10 +294,14 @@ def _bound_process(
     duration: float,
     barrier: Any,
     results: Any,
+    pin: bool = False,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited through fork
     try:
+        if pin:  # as ``lienthong serve --pin-workers`` places its workers: round robin over the CPUs
+            cpus = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {cpus[index % len(cpus)]})
         mine = list(packets[index::processes])
         signed = list(requests[index::processes]) if requests is not None else None
         work = PacketWork(kind, direct, mine[0])
@@ -350,9 +355,11 @@ def run_raw_bound(
     processes: int,
     duration: float,
     requests: Sequence[bytes] | None = None,
+    pin: bool = False,
 ) -> dict[str, Any]:
     """The bound over ``packets``; with ``requests`` (each packet's signed sendEdoc request, same order)
-    it includes the request's WS-Security verify and the replay record (see the module's text)."""
+    it includes the request's WS-Security verify and the replay record (see the module's text). ``pin``:
+    each process on one CPU, as the gateway's workers are with ``--pin-workers``."""
     if requests is not None:
         requests = list(requests[: len(packets)])
         packets = list(packets[: len(requests)])
@@ -362,7 +369,7 @@ def run_raw_bound(
     procs = [
         ctx.Process(
             target=_bound_process,
-            args=(i, processes, packets, requests, kind, direct, duration, barrier, results),
+            args=(i, processes, packets, requests, kind, direct, duration, barrier, results, pin),
             name=f"bench-bound-{i}",
             daemon=True,
         )
@@ -406,5 +413,6 @@ def run_raw_bound(
         "us_per_packet": {k: v / count * 1e6 for k, v in spent.items()} if count else {},
         # the request's WS-Security verify (and replay record) included: the bound of signed requests
         "wss_verify": requests is not None,
+        "pinned": pin,
         "request_bytes": (sum(map(len, requests)) / len(requests)) if requests else None,
     }

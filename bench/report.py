@@ -156,7 +156,9 @@ def print_report(results: dict[str, Any], console: Console) -> None:
     meta = results["meta"]
     console.print(
         f"\n[bold]lienthong benchmark[/bold] {meta['started']} · {meta['cpus']} CPUs · "
-        f"gateway {meta['workers']} workers × {meta['threads']} threads · {meta['clients']} clients · "
+        f"gateway {meta['workers']} workers × {meta['threads']} threads"
+        f"{' (pinned, the floor and the raw bound too)' if meta.get('pin_workers') else ''} · "
+        f"{meta['clients']} clients · "
         f"{meta['duration']:g} s per scenario · packets {meta['packet_bytes']:.0f} B to 3 recipients · "
         f"load average before {meta['load_before']}"
     )
@@ -488,7 +490,8 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
     fig, axes = plt.subplots(2, 2, figsize=(15, 10.5))
     meta = results["meta"]
     fig.suptitle(
-        f"lienthong benchmark — {meta['started']} — {meta['workers']} workers × {meta['threads']} threads, "
+        f"lienthong benchmark — {meta['started']} — {meta['workers']} workers × {meta['threads']} threads"
+        f"{' (pinned)' if meta.get('pin_workers') else ''}, "
         f"{meta['clients']} clients, {meta['duration']:g} s per scenario, {meta['cpus']} CPUs",
         fontsize=13,
     )

@@ -33,6 +33,9 @@ class Settings:
     warmup: float
     receive_batch: int
     large_sizes: Sequence[int]
+    #: the gateway's and the floor's workers on a CPU each (``lienthong serve --pin-workers``), the raw
+    #: bound's processes too
+    pin_workers: bool = False
 
     @property
     def sender_secret(self) -> str:
@@ -146,6 +149,7 @@ def run_send(
             settings.creds,
             workers=settings.workers,
             threads=settings.threads,
+            pin_workers=settings.pin_workers,
             env=env,
         ) as tgt,
         monitor_mod.ProcessTreeMonitor(tgt.gateway.proc.pid) as mon,
@@ -175,7 +179,13 @@ def run_floor(settings: Settings, databases: world.Databases) -> dict[str, Any]:
     from bench.floor import FloorProcess
 
     with world.target(
-        databases, "floor", settings.creds, workers=settings.workers, threads=settings.threads, start=False
+        databases,
+        "floor",
+        settings.creds,
+        workers=settings.workers,
+        threads=settings.threads,
+        pin_workers=settings.pin_workers,
+        start=False,
     ) as tgt:
         floor = FloorProcess(
             tgt.data_dir,
@@ -183,6 +193,7 @@ def run_floor(settings: Settings, databases: world.Databases) -> dict[str, Any]:
             direct=tgt.direct,
             workers=settings.workers,
             threads=settings.threads,
+            pin_workers=settings.pin_workers,
             log_path=tgt.data_dir / "floor.log",
         )
         with floor, monitor_mod.ProcessTreeMonitor(floor.proc.pid) as mon:  # type: ignore[union-attr]
@@ -209,7 +220,12 @@ def run_receive(settings: Settings, databases: world.Databases, preload: int) ->
     preload = min(preload, len(settings.send_requests))
     with (
         world.target(
-            databases, "receive", settings.creds, workers=settings.workers, threads=settings.threads
+            databases,
+            "receive",
+            settings.creds,
+            workers=settings.workers,
+            threads=settings.threads,
+            pin_workers=settings.pin_workers,
         ) as tgt,
         monitor_mod.ProcessTreeMonitor(tgt.gateway.proc.pid) as mon,
     ):  # type: ignore[union-attr]
@@ -251,7 +267,12 @@ def run_mixed(settings: Settings, databases: world.Databases) -> dict[str, Any]:
     receivers = max(len(world.RECEIVER_SYSTEMS), settings.clients - senders)
     with (
         world.target(
-            databases, "mixed", settings.creds, workers=settings.workers, threads=settings.threads
+            databases,
+            "mixed",
+            settings.creds,
+            workers=settings.workers,
+            threads=settings.threads,
+            pin_workers=settings.pin_workers,
         ) as tgt,
         monitor_mod.ProcessTreeMonitor(tgt.gateway.proc.pid) as mon,
     ):  # type: ignore[union-attr]
@@ -327,7 +348,14 @@ def run_large(settings: Settings, databases: world.Databases) -> dict[str, Any]:
     receiver = (world.RECEIVER_SYSTEMS[0], creds.secrets[world.RECEIVER_SYSTEMS[0]])
     out: dict[str, Any] = {"scenario": "large", "database": databases.kind, "packets": [], "notes": []}
     with (
-        world.target(databases, "large", creds, workers=settings.workers, threads=settings.threads) as tgt,
+        world.target(
+            databases,
+            "large",
+            creds,
+            workers=settings.workers,
+            threads=settings.threads,
+            pin_workers=settings.pin_workers,
+        ) as tgt,
         monitor_mod.ProcessTreeMonitor(tgt.gateway.proc.pid) as mon,
     ):  # type: ignore[union-attr]
         # warm the workers up (database connections, first-request work) with a few small packets

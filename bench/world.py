@@ -243,6 +243,7 @@ def target(
     threads: int,
     start: bool = True,
     env: dict[str, str] | None = None,
+    pin_workers: bool = False,
 ) -> Iterator[Target]:
     """A fresh database with the directory registered and, if ``start``, a gateway serving it."""
     url, data_dir, direct = databases.new(name)
@@ -257,6 +258,7 @@ def target(
         threads=threads,
         env={"LIENTHONG_TRUST_ANCHORS": str(trust), "LIENTHONG_LOG_LEVEL": "INFO", **(env or {})},
         log_path=data_dir / "gateway.log",
+        pin_workers=pin_workers,
     )
     try:
         databases.settle()

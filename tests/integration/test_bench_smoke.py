@@ -81,3 +81,22 @@ def test_bench_profile_quick_run(tmp_path):
     assert prof["cache"][0]["vs_back_to_back"] == 1.0
     assert "Warm and cold caches" in proc.stdout
     assert prof["memory"]["steps"]
+
+
+def test_bench_pinned_floor_quick_run(tmp_path):
+    """``--pin-workers``: the raw bound's processes and the floor's workers run pinned, as the gateway's."""
+    args = ["--quick", "--database", "sqlite", "--scenario", "floor", "--pin-workers", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["meta"]["pin_workers"] is True
+    sqlite = report["databases"]["sqlite"]
+    assert sqlite["raw_bound"]["pinned"] is True and sqlite["raw_bound"]["packets_per_s"] > 0
+    assert sqlite["floor"]["accepted"] > 0 and sqlite["floor"]["errors"] == 0
+    assert "(pinned, the floor and the raw bound too)" in proc.stdout
