@@ -10,32 +10,24 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_bench_quick_smoke_run(tmp_path):
+def _bench(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench ARGS --out TMP_PATH`` from the repository root; it must exit 0."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--database",
-            "sqlite",
-            "--scenario",
-            "send",
-            "--scenario",
-            "floor",
-            "--scenario",
-            "verify",
-            "--scenario",
-            "wss-verify",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "bench", *args, "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_quick_smoke_run(tmp_path):
+    scenarios = ("send", "floor", "verify", "wss-verify")
+    proc = _bench(
+        tmp_path, "--quick", "--database", "sqlite", *(a for s in scenarios for a in ("--scenario", s))
+    )
     report = json.loads((tmp_path / "latest.json").read_text())
     send = report["databases"]["sqlite"]["send"]
     assert send["accepted"] > 0 and send["errors"] == 0
@@ -53,24 +45,7 @@ def test_bench_quick_smoke_run(tmp_path):
 def test_bench_profile_quick_run(tmp_path):
     """``--profile``: the in-process breakdown, the cProfile table and the warm/cold cache pass, each
     request counted once (every profiled packet is accepted: a refused one fails the run)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--profile",
-            "--quick",
-            "--database",
-            "sqlite",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _bench(tmp_path, "--profile", "--quick", "--database", "sqlite")
     prof = json.loads((tmp_path / "profile-latest.json").read_text())["profile"]["sqlite"]
     assert prof["packets"] == 100 and prof["wall_us_per_packet"] > 0
     assert abs(sum(row["share"] for row in prof["breakdown"]) - 1.0) < 1e-6
@@ -85,15 +60,7 @@ def test_bench_profile_quick_run(tmp_path):
 
 def test_bench_pinned_floor_quick_run(tmp_path):
     """``--pin-workers``: the raw bound's processes and the floor's workers run pinned, as the gateway's."""
-    args = ["--quick", "--database", "sqlite", "--scenario", "floor", "--pin-workers", "--out", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _bench(tmp_path, "--quick", "--database", "sqlite", "--scenario", "floor", "--pin-workers")
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["meta"]["pin_workers"] is True
     sqlite = report["databases"]["sqlite"]
