@@ -140,6 +140,17 @@ class Raw:
         arrives as 50 MB, not as 100 MB of hex text decoded into a third copy)."""
         return self._run(sql, params, binary=binary).fetchone()
 
+    def last_row(self, sql: str) -> tuple | None:
+        """Run several statements without parameters in one round trip (PostgreSQL's simple query
+        protocol; SQLite's driver runs one statement at a time and is not given this); the first row of
+        the last one's result."""
+        if not self.pg:
+            raise ValueError("several statements in one call are for PostgreSQL")
+        cursor = self._run(sql, ())
+        while cursor.nextset():
+            pass
+        return cursor.fetchone()
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._run(sql, params).fetchall()
 
