@@ -572,6 +572,13 @@ class Axis:
                 # trips a unique index when it is stored, and the operation then runs again with every read
                 # inside its transaction. A status, recall, update or replace learns its recipients inside
                 # the transaction, and its receipt is signed there.
+                repo.prefetch_document_checks(
+                    reader,
+                    packet.from_organ,
+                    packet.sha256,
+                    packet.to_organs,
+                    packet.document_id if packet.business.doc_type in (0, 1) else None,
+                )
                 known = self._resent(reader, packet)
                 if known is None:
                     prechecked = self._document_step(reader, packet, identity)

@@ -72,7 +72,7 @@ class Raw:
     Use :meth:`of`: it keeps one per session and transaction, so the dozen statements of a request look up
     the session's connection once (``Session.connection()`` costs ~15 µs of SQLAlchemy state machinery)."""
 
-    __slots__ = ("_cursor", "_error", "_pooled", "pg")
+    __slots__ = ("_cursor", "_error", "_pooled", "_prefetched", "pg")
 
     @classmethod
     def begin(cls, session: Session, connection: Connection) -> Raw:
@@ -104,6 +104,7 @@ class Raw:
         self._error = dialect.loaded_dbapi.Error
         self._pooled = pooled
         self._cursor = pooled.dbapi_connection.cursor()
+        self._prefetched: dict[tuple[str, tuple], list[tuple]] | None = None
 
     def _sql(self, sql: str) -> str:
         if not self.pg:
@@ -135,9 +136,44 @@ class Raw:
             ) from exc
         return self._cursor
 
+    def prefetch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """PostgreSQL: run these reads now, in one round trip, each result kept for the first :meth:`one`,
+        :meth:`all` or :meth:`scalars` of the same SQL and parameters on this Raw (the code that reads stays
+        as it is; a read nobody takes is dropped with the Raw). A round trip costs the gateway ~50–70 µs of
+        CPU beyond its statement. The statements go as one simple query with the values bound by psycopg on
+        the client (quoted by its adapters, as psycopg2 always did): for small values only, never a packet.
+        SQLite (no round trips): nothing is done."""
+        if not self.pg or len(statements) < 2:
+            return
+        from psycopg import ClientCursor
+
+        query = "; ".join(self._sql(sql) for sql, _ in statements)
+        values = [value for _, params in statements for value in params]
+        cursor = ClientCursor(self._pooled.driver_connection)
+        try:
+            cursor.execute(query, values)
+            results = [cursor.fetchall()]
+            while cursor.nextset():
+                results.append(cursor.fetchall())
+        except self._error as exc:
+            raise sa_exc.DBAPIError.instance(query, values, exc, self._error, hide_parameters=True) from exc
+        finally:
+            cursor.close()
+        kept = self._prefetched = self._prefetched or {}
+        for (sql, params), rows in zip(statements, results, strict=True):
+            kept[(sql, tuple(params))] = rows
+
+    def _taken(self, sql: str, params: Sequence[Any]) -> list[tuple] | None:
+        if not self._prefetched:
+            return None
+        return self._prefetched.pop((sql, tuple(params)), None)
+
     def one(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> tuple | None:
         """The first row. ``binary``: PostgreSQL sends the row in binary form (a ``bytea`` of 50 MB then
         arrives as 50 MB, not as 100 MB of hex text decoded into a third copy)."""
+        rows = None if binary else self._taken(sql, params)
+        if rows is not None:
+            return rows[0] if rows else None
         return self._run(sql, params, binary=binary).fetchone()
 
     def last_row(self, sql: str) -> tuple | None:
@@ -152,10 +188,11 @@ class Raw:
         return cursor.fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self._run(sql, params).fetchall()
+        rows = self._taken(sql, params)
+        return rows if rows is not None else self._run(sql, params).fetchall()
 
     def scalars(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return [row[0] for row in self._run(sql, params).fetchall()]
+        return [row[0] for row in self.all(sql, params)]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; the number of rows it changed."""

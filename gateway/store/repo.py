@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.orm import Session, undefer
@@ -33,13 +34,15 @@ def get_agency(session: Session, code: str) -> Agency | None:
     return session.get(Agency, code)
 
 
+def _agency_states_sql(n: int) -> str:
+    return f"SELECT code, active FROM agencies WHERE code IN ({placeholders(n)})"
+
+
 def agency_states(session: Session, codes: Iterable[str]) -> dict[str, AgencyState]:
     codes = list(codes)
     if not codes:
         return {}
-    rows = Raw.of(session).all(
-        f"SELECT code, active FROM agencies WHERE code IN ({placeholders(len(codes))})", codes
-    )
+    rows = Raw.of(session).all(_agency_states_sql(len(codes)), codes)
     return {code: AgencyState(code=code, active=bool(active)) for code, active in rows}
 
 
@@ -398,12 +401,30 @@ def seal_policies(
     return out
 
 
+_EARLIER_PACKET = "SELECT id, doc_id, message_type FROM packets WHERE sender_code = ? AND sha256 = ?"
+_SAME_DOCUMENT_ID = (
+    "SELECT doc_id, sha256, message_type FROM packets WHERE sender_code = ? AND document_id = ?"
+)
+
+
 def earlier_packet(session: Session, sender: str, sha256: str) -> tuple[int, str, str] | None:
     """(id, docId, message type) of the packet with these bytes from this sender, if any."""
-    row = Raw.of(session).one(
-        "SELECT id, doc_id, message_type FROM packets WHERE sender_code = ? AND sha256 = ?", (sender, sha256)
-    )
+    row = Raw.of(session).one(_EARLIER_PACKET, (sender, sha256))
     return (row[0], row[1], row[2]) if row else None
+
+
+def prefetch_document_checks(
+    session: Session | Reader, sender: str, sha256: str, recipients: Sequence[str], document_id: str | None
+) -> None:
+    """The reads a new document's checks make before its transaction — :func:`earlier_packet`,
+    :func:`agency_states` of its recipients, :func:`other_document_digests` (with a DocumentId) — in one
+    round trip on PostgreSQL (:meth:`gateway.store.raw.Raw.prefetch`); those functions then take them."""
+    statements: list[tuple[str, Sequence[Any]]] = [(_EARLIER_PACKET, (sender, sha256))]
+    if recipients:
+        statements.append((_agency_states_sql(len(recipients)), list(recipients)))
+    if document_id:
+        statements.append((_SAME_DOCUMENT_ID, (sender, document_id)))
+    Raw.of(session).prefetch(statements)
 
 
 def other_document_digests(session: Session, sender: str, document_id: str) -> list[tuple[str, str]]:
@@ -412,10 +433,7 @@ def other_document_digests(session: Session, sender: str, document_id: str) -> l
     The message type is filtered here, not in SQL: with ``message_type = 'edoc'`` in the WHERE clause SQLite
     (which has no statistics) walks ``ix_packets_sender_type_created``, every document the sender ever
     sent, on each sendEdoc, instead of the few rows ``ix_packets_sender_document_id`` finds."""
-    rows = Raw.of(session).all(
-        "SELECT doc_id, sha256, message_type FROM packets WHERE sender_code = ? AND document_id = ?",
-        (sender, document_id),
-    )
+    rows = Raw.of(session).all(_SAME_DOCUMENT_ID, (sender, document_id))
     return [(r[0], r[1]) for r in rows if r[2] == "edoc"]
 
 

@@ -180,3 +180,49 @@ def test_a_connection_lost_in_a_transaction_without_the_orm_is_mapped_and_replac
         Raw.of(tx).execute(WRITE % "L.3")
         tx.commit()
     assert _records(db) == 1
+
+
+def _agency(db: Database, code: str, name: str) -> None:
+    import datetime as dt
+
+    from gateway.store.models import Agency
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.unit_of_work(write=True) as session:
+        session.add(Agency(code=code, name=name, created_at=now, updated_at=now))
+        session.commit()
+
+
+def test_prefetched_reads_are_taken_once_with_their_values_bound_safely(db, backend):
+    hostile = "x'); DROP TABLE agencies; --"
+    _agency(db, "000.00.00.H41", "UBND tỉnh Nghệ An")
+    by_code = "SELECT code, name FROM agencies WHERE code = ?"
+    by_name = "SELECT count(*) FROM agencies WHERE name = ?"
+    with db.reader() as reader:
+        raw = Raw.of(reader)
+        raw.prefetch([(by_code, ("000.00.00.H41",)), (by_name, (hostile,)), (by_code, ("000.00.00.H49",))])
+        statements = []
+        if backend == "postgres":  # what is taken from the prefetch runs no statement of its own
+            from psycopg import Cursor
+
+            real = Cursor.execute
+
+            def counted(self, *args, **kw):  # type: ignore[no-untyped-def]
+                statements.append(args[0])
+                return real(self, *args, **kw)
+
+            Cursor.execute = counted  # type: ignore[method-assign]
+        try:
+            assert raw.one(by_code, ("000.00.00.H41",)) == ("000.00.00.H41", "UBND tỉnh Nghệ An")
+            assert raw.scalars(by_name, (hostile,)) == [0]
+            assert raw.all(by_code, ("000.00.00.H49",)) == []
+            taken = len(statements)
+            # each prefetched result is taken once: the same read again goes to the database
+            assert raw.one(by_code, ("000.00.00.H41",)) == ("000.00.00.H41", "UBND tỉnh Nghệ An")
+        finally:
+            if backend == "postgres":
+                Cursor.execute = real  # type: ignore[method-assign]
+        if backend == "postgres":
+            assert taken == 0 and len(statements) == 1
+    with db.reader() as reader:  # the hostile value was a value: the table is there
+        assert Raw.of(reader).one("SELECT count(*) FROM agencies") == (1,)
