@@ -194,7 +194,7 @@ def _agency(db: Database, code: str, name: str) -> None:
 
 
 def test_prefetched_reads_are_taken_once_with_their_values_bound_safely(db, backend):
-    hostile = "x'); DROP TABLE agencies; --"
+    hostile = "Nghệ\\'); DROP TABLE agencies; --"
     _agency(db, "000.00.00.H41", "UBND tỉnh Nghệ An")
     by_code = "SELECT code, name FROM agencies WHERE code = ?"
     by_name = "SELECT count(*) FROM agencies WHERE name = ?"
